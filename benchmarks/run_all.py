@@ -1,0 +1,201 @@
+"""Run the whole benchmark suite side by side and write ``results/summary.md`` plus PNG plots.
+
+    python benchmarks/run_all.py [--quick | --full] [--repeat N] [--systems a,b,...]
+
+Each round runs every system once, in its own fresh process, one after the other, so the systems see
+the same machine state; the tables keep the median over rounds.  Sizes: ``--quick`` 1,000 jobs;
+default 1,000 / 3,000 / 10,000; ``--full`` adds 30,000 and 100,000, each run only when the rate measured
+at the previous size projects it under ``--budget`` seconds (else marked skipped).  See README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+ALL = ["iworkflow-local", "ppe", "ray", "dask", "iworkflow-rabbitmq", "iworkflow-activemq", "celery"]
+BROKER_OF = {"iworkflow-rabbitmq": "raw-rabbitmq", "iworkflow-activemq": "raw-activemq", "celery": "raw-rabbitmq"}
+HPO_IDEAL = 10 * 0.010  # 20 jobs of 10 ms on 2 workers: 10 rounds of 10 ms
+
+
+def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> dict | None:
+    """Run one measurement process; its last ``BENCH-JSON`` line is the answer (None if it failed)."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                              cwd=tempfile.gettempdir())  # `python -m` puts the cwd first on sys.path
+    except subprocess.TimeoutExpired:
+        print(f"  timed out: {' '.join(cmd[1:4])}", file=sys.stderr)
+        return None
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("BENCH-JSON "):
+            return json.loads(line[len("BENCH-JSON "):])
+    print(f"  failed: {' '.join(cmd[1:4])}\n{proc.stderr[-2000:]}", file=sys.stderr)
+    return None
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
+def median_or_nan(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def collect(args) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
+    variants = [(s, s, {}) for s in args.systems]
+    if args.baseline:
+        env = {"PYTHONPATH": f"{HERE / 'baseline_site'}{os.pathsep}{args.baseline}", "BENCH_LABEL": " (baseline)"}
+        variants = [v for s in args.systems for v in ([(s + "@baseline", s, env)] if s.startswith("iworkflow") else [])
+                    + [(s, s, {})]]
+    runs: dict[str, list[dict]] = {key: [] for key, _s, _e in variants}
+    raw: dict[str, list[float]] = {"raw-rabbitmq": [], "raw-activemq": []}
+    wanted_raw = {BROKER_OF[s] for s in args.systems if s in BROKER_OF}
+    for r in range(args.repeat):
+        print(f"round {r + 1}/{args.repeat}", flush=True)
+        for broker in sorted(wanted_raw):
+            out = run_json([sys.executable, str(HERE / "raw_broker.py"), broker.split("-")[1], "--messages",
+                            str(args.raw_messages)], timeout=300)
+            if out:
+                raw[broker].append(out["rate"])
+                print(f"  {broker}: {out['rate']:,.0f} msg/s", flush=True)
+        for key, system, env in variants:
+            cmd = [sys.executable, str(HERE / "systems.py"), system, "--sizes", *map(str, args.sizes), "--trips",
+                   str(args.trips), "--budget", str(args.budget)] + (["--hpo"] if not args.no_hpo else [])
+            started = time.perf_counter()
+            out = run_json(cmd, timeout=args.timeout, env=env)
+            if out:
+                runs[key].append(out)
+                rates = ", ".join(f"{int(n):,}: {int(n) / v['seconds']:,.0f}/s" for n, v in out["fanout"].items())
+                print(f"  {out['name']}: {rates}; p50 {median_or_nan(out['latency_ms']):.2f} ms "
+                      f"({time.perf_counter() - started:.0f}s)", flush=True)
+    return runs, raw
+
+
+def summarise(runs: dict[str, list[dict]], raw: dict[str, list[float]], sizes: list[int]) -> dict[str, dict]:
+    rows = {}
+    for system, outs in runs.items():
+        if not outs:
+            continue
+        row = {"name": outs[0]["name"], "rate": {}, "rss": {}}
+        for n in sizes:
+            secs = [o["fanout"][str(n)]["seconds"] for o in outs if str(n) in o["fanout"]]
+            if secs:
+                row["rate"][n] = n / statistics.median(secs)
+                row["rss"][n] = statistics.median(o["fanout"][str(n)]["rss_growth"] for o in outs
+                                                  if str(n) in o["fanout"])
+        lat = [x for o in outs for x in o["latency_ms"]]
+        row["p50"], row["p99"] = median_or_nan(lat), pct(lat, 0.99)
+        hpo = [x for o in outs for x in o["hpo_s"]]
+        row["hpo"] = median_or_nan(hpo)
+        row["ceiling"] = median_or_nan(raw.get(BROKER_OF.get(system.split("@")[0], ""), []))
+        rows[system] = row
+    return rows
+
+
+def markdown(rows: dict[str, dict], raw: dict[str, list[float]], sizes: list[int], args) -> str:
+    head = (f"Benchmark suite, {time.strftime('%Y-%m-%d %H:%M')}, Python {platform.python_version()}, "
+            f"{os.cpu_count()} cores (shared), {args.repeat} round(s), median over rounds. 2 worker processes x 1 "
+            "slot everywhere; no-op function; every iworkflow run checked each result against its job.")
+    lines = [head, "", "## No-op fan-out throughput (jobs/s) and single-job round trip", ""]
+    cols = " | ".join(f"{n:,} jobs" for n in sizes)
+    lines += [f"| system | {cols} | p50 ms | p99 ms | HPO s/iteration | HPO overhead/iteration |",
+              "|---|" + "---:|" * (len(sizes) + 4)]
+    for row in rows.values():
+        rates = " | ".join(f"{row['rate'][n]:,.0f}" if n in row["rate"] else "skipped" for n in sizes)
+        lines.append(f"| {row['name']} | {rates} | {row['p50']:.2f} | {row['p99']:.2f} | {row['hpo']:.3f} | "
+                     f"{(row['hpo'] - HPO_IDEAL) * 1000:.0f} ms |")
+    for broker, rates in raw.items():
+        if rates:
+            lines.append(f"| {broker} publish+consume (ceiling) | {statistics.median(rates):,.0f} msg/s |"
+                         + " |" * (len(sizes) + 3))
+    lines += ["", f"HPO loop: 10 iterations x 20 jobs of a 10 ms function; the ideal iteration on 2 workers is "
+              f"{HPO_IDEAL * 1000:.0f} ms, overhead = measured - ideal.", "", "## Ratios", ""]
+    base = max(sizes)
+
+    def ratio(a: str, b: str, n: int) -> str:
+        ra, rb = rows.get(a, {}).get("rate", {}).get(n), rows.get(b, {}).get("rate", {}).get(n)
+        return f"{ra / rb:.2f}" if ra and rb else "n/a"
+
+    for n in sizes:
+        lines.append(f"- {n:,} jobs: iworkflow local / PPE.map = {ratio('iworkflow-local', 'ppe', n)} (target "
+                     f">= 0.83, i.e. within 1.2x); iworkflow RabbitMQ / Celery = "
+                     f"{ratio('iworkflow-rabbitmq', 'celery', n)} (target >= 1.5)")
+    for system in ("iworkflow-rabbitmq", "iworkflow-activemq"):
+        row = rows.get(system)
+        if row and row["rate"].get(base) and row["ceiling"] == row["ceiling"]:
+            lines.append(f"- {row['name']} / raw broker ceiling at {base:,} jobs = "
+                         f"{row['rate'][base] / row['ceiling']:.2f} (target >= 0.5)")
+    lines += ["", "## Driver memory growth (peak RSS - RSS before the fan-out, MiB)", "",
+              f"| system | {cols} |", "|---|" + "---:|" * len(sizes)]
+    for row in rows.values():
+        lines.append(f"| {row['name']} | " + " | ".join(
+            f"{row['rss'][n] / 2**20:.1f}" if n in row["rss"] else "skipped" for n in sizes) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: dict[str, dict], sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for row in rows.values():
+        ns = sorted(row["rate"])
+        axes[0].plot(ns, [n / row["rate"][n] for n in ns], marker="o", label=row["name"])
+        axes[1].plot(ns, [row["rss"][n] / 2**20 for n in ns], marker="o", label=row["name"])
+    names = [r["name"] for r in rows.values()]
+    axes[2].barh(names, [r["p50"] for r in rows.values()], label="p50")
+    axes[2].barh(names, [r["p99"] - r["p50"] for r in rows.values()], left=[r["p50"] for r in rows.values()],
+                 alpha=0.4, label="p99")
+    axes[0].set(xscale="log", yscale="log", xlabel="jobs", ylabel="fan-out wall time (s)", title="time vs jobs")
+    axes[1].set(xscale="log", xlabel="jobs", ylabel="driver RSS growth (MiB)", title="driver memory vs jobs")
+    axes[2].set(xscale="log", xlabel="single-job round trip (ms)", title="latency p50 / p99")
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="1,000 jobs, 50 round trips, one round")
+    size.add_argument("--full", action="store_true", help="also 30,000 and 100,000 jobs (budget-limited)")
+    parser.add_argument("--repeat", type=int, default=None, help="rounds (default 2; --quick: 1)")
+    parser.add_argument("--systems", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
+    parser.add_argument("--trips", type=int, default=None, help="round trips per system and round (default 200)")
+    parser.add_argument("--budget", type=float, default=90.0, help="skip a fan-out projected longer than this (s)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per system and round (s)")
+    parser.add_argument("--raw-messages", type=int, default=10000)
+    parser.add_argument("--no-hpo", action="store_true")
+    parser.add_argument("--baseline", default="", help="a checkout of older iworkflow (e.g. `git archive HEAD`) "
+                        "to measure side by side as '(baseline)' rows")
+    parser.add_argument("--tag", default="summary", help="output name: results/<tag>.md, results/<tag>.png")
+    args = parser.parse_args()
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.sizes = [1000] if args.quick else [1000, 3000, 10000] + ([30000, 100000] if args.full else [])
+    args.repeat = args.repeat or (1 if args.quick else 2)
+    args.trips = args.trips or (50 if args.quick else 200)
+    runs, raw = collect(args)
+    rows = summarise(runs, raw, args.sizes)
+    RESULTS.mkdir(exist_ok=True)
+    text = markdown(rows, raw, args.sizes, args)
+    (RESULTS / f"{args.tag}.md").write_text(text)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"runs": runs, "raw": raw}, indent=1))
+    plot(rows, args.sizes, RESULTS / f"{args.tag}.png")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The Executor interface, in the spirit of ``concurrent.futures.Executor``."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from iworkflow.bus.base import Bus
+    from iworkflow.config import Settings
+    from iworkflow.messages import Job
+
+
+class Executor(ABC):
+    """Runs jobs and makes sure each ends with a result message on the bus.
+
+    ``submit`` returns a Future that completes when the job's result has been published (or, for
+    executors whose workers publish results themselves, when the job was handed over).  A Future
+    that fails means the executor could not take the job; the caller then publishes the failure.
+    Cancelling a Future drops a job that has not started.
+    """
+
+    #: whether jobs run where the driver's files are not visible, so sources must be shipped
+    ships_source: bool = True
+
+    def __init__(self, settings: "Settings", bus: "Bus", address: str | None = None):
+        self.settings = settings
+        self.bus = bus
+        self.address = address
+
+    @abstractmethod
+    def submit(self, job: "Job") -> Future: ...
+
+    def submit_many(self, jobs: Iterable["Job"]) -> list[Future]:
+        return [self.submit(job) for job in jobs]
+
+    @abstractmethod
+    def shutdown(self, wait: bool = True) -> None: ...
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown(wait=True)

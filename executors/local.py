@@ -1,0 +1,229 @@
+"""The embedded default: a pool of ``python -m iworkflow.runner serve`` processes on this machine.
+
+Jobs stream to each process over its stdin as frames; results come back on its stdout in order, so
+the parent needs no per-job bookkeeping beyond a FIFO.  A dead process fails the job it was running
+with an error that says so, requeues the ones queued behind it, and is replaced.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Iterable
+
+from iworkflow.errors import JobLostError
+from iworkflow.messages import EVENTS_TOPIC, Job, results_destination
+from iworkflow.runner import EVENT, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
+
+from .base import Executor
+
+logger = logging.getLogger(__name__)
+
+MAX_PIPELINE = 128
+
+
+class _PoolProcess:
+    """One runner process, its writer thread (stdin) and reader thread (stdout)."""
+
+    def __init__(self, pool: "LocalExecutor", index: int):
+        self.pool = pool
+        self.index = index
+        self.inflight: deque[tuple[Job, Future]] = deque()
+        self.outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        env = dict(os.environ)
+        env["IWORKFLOW_SECRET"] = pool.settings.secret
+        env["IWORKFLOW_POOL_EVENTS"] = ("1" if pool.started_events else "end") if pool.emit_events else "0"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iworkflow.runner", "serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
+        )
+        self.alive = True
+        self.writer = threading.Thread(target=self._write_loop, daemon=True, name=f"iworkflow-pool-w{index}")
+        self.reader = threading.Thread(target=self._read_loop, daemon=True, name=f"iworkflow-pool-r{index}")
+        self.writer.start()
+        self.reader.start()
+
+    def _write_loop(self) -> None:
+        stdin = self.proc.stdin
+        try:
+            while True:
+                batch = self.outbox.get()
+                if batch is None:
+                    write_frame(stdin, QUIT, b"")
+                    stdin.flush()
+                    return
+                for data in batch:
+                    write_frame(stdin, JOB, data)
+                while True:
+                    try:
+                        more = self.outbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self.outbox.put(None)
+                        break
+                    for data in more:
+                        write_frame(stdin, JOB, data)
+                stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # the reader notices the death and recovers the jobs
+
+    def _read_loop(self) -> None:
+        """Drain every result already buffered, publish them as one batch, then refill the pipeline."""
+        reader = FrameReader(self.proc.stdout.fileno())
+        bus = self.pool.bus
+        while True:
+            frame = reader.read()
+            if frame is None:
+                break
+            done: list[tuple[Job, Future, bytes]] = []
+            while frame is not None:
+                kind, data = frame
+                if kind == EVENT:
+                    bus.broadcast_async(EVENTS_TOPIC, data)
+                elif kind == RESULT:
+                    with self.pool._lock:
+                        job, future = self.inflight.popleft()
+                    if not data:
+                        data = failure_message(job.data, JobLostError("local runner refused the job message"),
+                                               self.pool.settings.secret_bytes)
+                    done.append((job, future, data))
+                frame = reader.read() if reader.has_frame() else None
+            self.pool._pump()  # the process is free: refill it while the results go out
+            by_destination: dict[str, list[bytes]] = {}
+            for job, _future, data in done:
+                by_destination.setdefault(results_destination(job.work_id), []).append(data)
+            for destination, bodies in by_destination.items():
+                bus.publish_many(destination, bodies)
+            for _job, future, _data in done:
+                future.set_result(None)
+        self.pool._on_exit(self)
+
+
+class LocalExecutor(Executor):
+    """Runs jobs in ``slots`` local runner processes (default: one per core)."""
+
+    ships_source = False
+
+    def __init__(self, settings, bus, address: str | None = None, slots: int | None = None,
+                 started_events: bool = True):
+        super().__init__(settings, bus, address)
+        self.started_events = started_events
+        self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
+        self.emit_events = settings.emits_events
+        self._lock = threading.RLock()
+        self._pending: deque[tuple[Job, Future]] = deque()
+        self._procs: list[_PoolProcess] = []
+        self._closed = False
+        self._spawned = 0
+
+    def _ensure_started(self) -> None:
+        if not self._procs:
+            self._procs = [self._spawn() for _ in range(self.slots)]
+
+    def _spawn(self) -> _PoolProcess:
+        self._spawned += 1
+        return _PoolProcess(self, self._spawned)
+
+    def submit(self, job: Job) -> Future:
+        return self.submit_many([job])[0]
+
+    def submit_many(self, jobs: Iterable[Job]) -> list[Future]:
+        items = [(job, Future()) for job in jobs]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit: the local executor has been shut down")
+            self._ensure_started()
+            self._pending.extend(items)
+        self._pump()
+        return [f for _, f in items]
+
+    def _pump(self) -> None:
+        """Hand pending jobs to processes, pipelining deeper while the backlog is long."""
+        with self._lock:
+            if not self._pending:
+                return
+            live = [p for p in self._procs if p.alive]
+            if not live:
+                return
+            depth = max(1, min(MAX_PIPELINE, len(self._pending) // (len(live) * 4)))
+            for proc in live:
+                room = depth - len(proc.inflight)
+                batch: list[bytes] = []
+                while room > 0 and self._pending:
+                    job, future = self._pending.popleft()
+                    if not future.set_running_or_notify_cancel():
+                        continue  # the submitter publishes the failure of a cancelled job
+                    proc.inflight.append((job, future))
+                    batch.append(job.data)
+                    room -= 1
+                if batch:
+                    proc.outbox.put(batch)
+
+    def _on_exit(self, proc: _PoolProcess) -> None:
+        code = proc.proc.wait()
+        with self._lock:
+            proc.alive = False
+            lost = list(proc.inflight)
+            proc.inflight.clear()
+            if proc in self._procs:
+                self._procs.remove(proc)
+            closed = self._closed
+            if lost and not closed:
+                # the first job was running when the process died; the rest never started
+                self._pending.extendleft(reversed(lost[1:]))
+                self._procs.append(self._spawn())
+        if lost:
+            job, future = lost[0]
+            why = (f"local runner process pid {proc.proc.pid} exited with code {code} while running job "
+                   f"{job.job_key} (the job killed its interpreter: os._exit, a crash or out of memory)")
+            if closed:
+                why = f"executor shut down before job {job.job_key} finished"
+            logger.error(why)
+            data = failure_message(job.data, JobLostError(why), self.settings.secret_bytes)
+            self.bus.publish(results_destination(job.work_id), data)
+            future.set_result(None)
+            if closed:
+                for job, future in lost[1:]:
+                    self.bus.publish(results_destination(job.work_id), failure_message(
+                        job.data, JobLostError("executor shut down before the job ran"), self.settings.secret_bytes))
+                    future.set_result(None)
+        self._pump()
+
+    def kill_running(self, job_ids: set[str]) -> int:
+        """Kill the runner processes now running one of these jobs (each ends as lost); returns how many."""
+        with self._lock:
+            victims = [p for p in self._procs if p.alive and p.inflight and p.inflight[0][0].id in job_ids]
+        for proc in victims:
+            try:
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(victims)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = list(self._pending)
+            self._pending.clear()
+            procs = list(self._procs)
+        for _job, future in pending:
+            future.cancel()
+        for proc in procs:
+            proc.outbox.put(None)
+        for proc in procs:
+            try:
+                proc.proc.wait(timeout=10 if wait else 0.5)
+            except subprocess.TimeoutExpired:
+                proc.proc.kill()
+                proc.proc.wait()
+            proc.reader.join(timeout=5)

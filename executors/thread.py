@@ -1,0 +1,40 @@
+"""Runs jobs on threads of the driver process: for cheap functions, where a process hop costs more."""
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from iworkflow.errors import InvalidMessage
+from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
+from iworkflow.runner import failure_message, run_encoded
+
+from .base import Executor
+
+logger = logging.getLogger(__name__)
+
+
+class ThreadExecutor(Executor):
+    ships_source = False
+
+    def __init__(self, settings, bus, address: str | None = None, slots: int | None = None):
+        super().__init__(settings, bus, address)
+        self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
+        self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="iworkflow-thread")
+        self._emit = self._broadcast if settings.emits_events else None
+
+    def _broadcast(self, event: Event) -> None:
+        self.bus.broadcast(EVENTS_TOPIC, encode_event(event, self.settings.secret_bytes))
+
+    def _run(self, job: Job) -> None:
+        secret = self.settings.secret_bytes
+        try:
+            data = run_encoded(job.data, secret, self._emit)
+        except InvalidMessage as err:
+            data = failure_message(job.data, err, secret)
+        self.bus.publish(results_destination(job.work_id), data)
+
+    def submit(self, job: Job) -> Future:
+        return self._pool.submit(self._run, job)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -1,0 +1,34 @@
+"""iworkflow: run plain Python functions as distributed jobs, iDDS iWorkflow compatible."""
+from __future__ import annotations
+
+from .asyncresult import AsyncResult, MapResult
+from .config import Settings, load_settings
+from .context import current_workflow
+from .errors import ConfigurationError, IWorkflowError, JobLostError, RemoteError, WorkCancelled
+from .ids import get_unique_id_for_dict
+from .runtime import configure, get_runtime, shutdown
+from .work import Work, work
+from .workflow import Workflow, workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncResult",
+    "ConfigurationError",
+    "IWorkflowError",
+    "JobLostError",
+    "MapResult",
+    "RemoteError",
+    "Settings",
+    "Work",
+    "WorkCancelled",
+    "Workflow",
+    "configure",
+    "current_workflow",
+    "get_runtime",
+    "get_unique_id_for_dict",
+    "load_settings",
+    "shutdown",
+    "work",
+    "workflow",
+]

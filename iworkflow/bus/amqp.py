@@ -1,0 +1,610 @@
+"""The RabbitMQ bus on pika.
+
+pika connections are not thread-safe, so one I/O thread owns an asynchronous ``SelectConnection``
+and every other thread marshals its calls onto that thread's IOLoop.  Handlers run on a separate
+dispatcher thread, so a handler may publish (and wait for the confirm) without blocking the I/O.
+
+Layout on the broker (``<p>`` = ``settings.destination_prefix``): queues ``<p><name>`` on the
+default exchange (``jobs.*`` are quorum queues, which count deliveries in ``x-delivery-count``),
+each dead-lettering to ``<p>dlq``; topics are fanout exchanges ``<p><topic>`` with one exclusive
+auto-delete queue per subscriber.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue as _queue
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+from pika.adapters.select_connection import IOLoop
+from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker, ConnectionClosedByClient
+from tenacity import RetryCallState, wait_exponential, wait_random
+
+from ..config import Settings, redact_url
+from ..errors import BrokerError, ConfigurationError
+from .base import Bus, Delivery, Handler, Subscription, report_sent
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 15.0
+CONFIRM_TIMEOUT = 60.0
+CONSUME_TIMEOUT = 15.0
+HEARTBEAT = 20
+RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
+QUORUM_PREFIX = "jobs."
+
+
+def _reconnect_delay(attempt: int) -> float:
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return RECONNECT_WAIT(state)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Messages published together and confirmed together: the Future completes on the last confirm."""
+
+    exchange: str
+    routing_key: str
+    bodies: list[bytes]
+    persistent: bool
+    future: Future = field(default_factory=Future)
+    remaining: int = 0
+
+
+class AmqpDelivery(Delivery):
+    """A message from a RabbitMQ queue; ack/reject are marshalled onto the I/O thread."""
+
+    __slots__ = (
+        "_channel",
+        "_consumer",
+        "_settled",
+        "_tag",
+        "body",
+        "delivery_count",
+        "destination",
+        "redelivered",
+    )
+
+    def __init__(self, consumer: _Consumer, channel, tag: int, body: bytes, redelivered: bool, count: int):
+        self.body = body
+        self.destination = consumer.name
+        self.redelivered = redelivered
+        self.delivery_count = count
+        self._consumer = consumer
+        self._channel = channel
+        self._tag = tag
+        self._settled = consumer.topic
+
+    def ack(self) -> None:
+        self._settle(lambda ch: ch.basic_ack(self._tag))
+
+    def reject(self, requeue: bool = False) -> None:
+        self._settle(lambda ch: ch.basic_reject(self._tag, requeue=requeue))
+
+    def _settle(self, action: Callable[[Any], None]) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self._consumer.bus._call_soon(lambda: self._consumer.settled(self._channel, action))
+
+
+@dataclass(eq=False)
+class _Consumer(Subscription):
+    """One consume() or subscribe(): re-established on every new connection until cancelled."""
+
+    bus: AmqpBus
+    name: str
+    handler: Handler
+    prefetch: int
+    topic: bool
+    bind: str = ""
+    channel: Any = None
+    unsettled: int = 0
+    active: bool = True
+    started: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+    def cancel(self) -> None:
+        """Stop new deliveries; messages already handed to the handler may still be acked or rejected."""
+        if not self.active:
+            return
+        self.active = False
+        self.bus._call_soon(lambda: self.bus._stop_consumer(self))
+
+    def settled(self, channel, action: Callable[[Any], None]) -> None:
+        """(I/O thread) ack/reject on the channel that received the message, if it is still open."""
+        if channel is not self.channel:
+            return  # the channel died: the broker has already requeued the message
+        self.unsettled -= 1
+        if channel.is_open:
+            action(channel)
+        if not self.active and self.unsettled <= 0 and channel.is_open:
+            channel.close()
+
+
+class AmqpBus(Bus):
+    """Durable queues, persistent confirmed publishes, fanout topics; reconnects with backoff."""
+
+    def __init__(self, url: str, settings: Settings | None = None):
+        from ..config import load_settings
+
+        self.url = url
+        self.settings = settings or load_settings()
+        self.prefix = self.settings.destination_prefix
+        self.dead_letter_queue = self.prefix + "dlq"
+        try:
+            self._params = pika.URLParameters(url)
+        except Exception as err:  # pika raises plain ValueError/TypeError on bad URLs
+            raise ConfigurationError(f"broker URL {redact_url(url)!r} is not a valid AMQP URL: {err}") from None
+        self._params.connection_attempts = 1
+        self._params.socket_timeout = 5
+        self._params.stack_timeout = CONNECT_TIMEOUT - 1
+        self._params.heartbeat = HEARTBEAT
+        self.connection_name = f"iworkflow {socket.gethostname()}:{os.getpid()} {self.prefix}{uuid.uuid4().hex[:8]}"
+        self._params.client_properties = {"connection_name": self.connection_name}
+        self._ioloop = IOLoop()
+        self._conn: pika.SelectConnection | None = None
+        self._pub: Any = None
+        self._admin: Any = None
+        self._declared: set[str] = set()
+        self._pending: dict[int, _Batch] = {}
+        self._unsent: list[_Batch] = []
+        self._next_tag = 0
+        self._consumers: list[_Consumer] = []
+        self._closing = False
+        self._connected = threading.Event()
+        self._first = threading.Event()
+        self._first_error: BaseException | None = None
+        self._attempt = 0
+        self._deliveries: _queue.SimpleQueue = _queue.SimpleQueue()
+        self._calls: list[Callable[[], None]] = []
+        self._calls_lock = threading.Lock()
+        self._wake_pending = False
+        self._io = threading.Thread(target=self._ioloop.start, name="iworkflow-amqp-io", daemon=True)
+        self._dispatcher = threading.Thread(target=self._dispatch, name="iworkflow-amqp-dispatch", daemon=True)
+        self._io.start()
+        self._dispatcher.start()
+        self._call_soon(self._connect)
+        if not self._first.wait(CONNECT_TIMEOUT + 5) or self._first_error is not None:
+            cause = self._first_error or TimeoutError(f"no answer within {CONNECT_TIMEOUT + 5:.0f}s")
+            self._closing = True
+            self._call_soon(self._ioloop.stop)
+            self._shutdown_threads()
+            raise BrokerError(f"cannot connect to broker {redact_url(url)}: {_describe(cause)}") from None
+
+    # --- thread plumbing ---------------------------------------------------------------------
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        """Queue fn for the I/O thread; a burst of calls (acks, publishes) costs one wake-up of the loop."""
+        with self._calls_lock:
+            self._calls.append(fn)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._ioloop.add_callback_threadsafe(self._run_calls)
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._calls_lock:
+                if not self._calls:
+                    self._wake_pending = False
+                    return
+                calls, self._calls = self._calls, []
+            for fn in calls:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - one failed call must not drop the others queued with it
+                    logger.exception("bus I/O call failed")
+
+    def _on_io(self, fn: Callable[[], Any], timeout: float = CONFIRM_TIMEOUT) -> Any:
+        """Run fn on the I/O thread and return its result (fn may return a Future to wait on)."""
+        done: Future = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 - handed back to the calling thread
+                done.set_exception(err)
+
+        self._call_soon(run)
+        result = done.result(timeout)
+        if isinstance(result, Future):
+            return result.result(timeout)
+        return result
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise BrokerError(f"the bus to {redact_url(self.url)} is closed")
+
+    # --- connection lifecycle (I/O thread) ---------------------------------------------------
+    def _connect(self) -> None:
+        if self._closing:
+            return
+        self._conn = pika.SelectConnection(
+            self._params, on_open_callback=self._on_open, on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed, custom_ioloop=self._ioloop)
+
+    def _on_open(self, conn) -> None:
+        if conn is not self._conn:
+            return
+        if self._attempt:
+            logger.warning("reconnected to broker %s", redact_url(self.url))
+        self._attempt = 0
+        self._declared = set()
+        conn.channel(on_open_callback=self._on_pub_channel)
+        conn.channel(on_open_callback=self._on_admin_channel)
+        for consumer in list(self._consumers):
+            self._start_consumer(consumer)
+
+    def _on_pub_channel(self, channel) -> None:
+        self._pub = channel
+        self._next_tag = 0
+        channel.add_on_close_callback(self._on_pub_closed)
+        channel.confirm_delivery(self._on_confirm)
+        channel.queue_declare(self.dead_letter_queue, durable=True)
+        self._declared.add(self.dead_letter_queue)
+        self._connected.set()
+        self._first.set()
+        unsent, self._unsent = self._unsent, []
+        for batch in unsent:
+            self._send(batch)
+
+    def _on_open_error(self, conn, err: BaseException) -> None:
+        if not self._first.is_set():
+            self._first_error = err
+            self._first.set()
+            return
+        self._schedule_reconnect(err)
+
+    def _on_closed(self, conn, reason: BaseException) -> None:
+        self._connected.clear()
+        self._pub = None
+        self._admin = None
+        for consumer in self._consumers:
+            consumer.channel = None
+            consumer.unsettled = 0
+        self._requeue_pending()
+        if self._closing or isinstance(reason, ConnectionClosedByClient):
+            self._fail_all(BrokerError(f"the bus to {redact_url(self.url)} was closed"))
+            if self._closing:
+                self._ioloop.stop()
+            return
+        self._schedule_reconnect(reason)
+
+    def _schedule_reconnect(self, err: BaseException) -> None:
+        self._attempt += 1
+        delay = _reconnect_delay(self._attempt)
+        logger.warning("lost broker %s (%s); reconnecting in %.1fs (attempt %d)",
+                       redact_url(self.url), _describe(err), delay, self._attempt)
+        self._ioloop.call_later(delay, self._connect)
+
+    # --- publishing (I/O thread) -------------------------------------------------------------
+    def _queue_args(self, name: str) -> dict[str, Any]:
+        if name == self.dead_letter_queue:
+            return {}
+        args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue}
+        if name.startswith(self.prefix + QUORUM_PREFIX):
+            args["x-queue-type"] = "quorum"
+        return args
+
+    def _declare_queue(self, channel, name: str, callback=None) -> None:
+        channel.queue_declare(name, durable=True, arguments=self._queue_args(name), callback=callback)
+
+    def _send(self, batch: _Batch) -> None:
+        channel = self._pub
+        if channel is None or not channel.is_open:
+            self._unsent.append(batch)
+            return
+        batch.remaining = len(batch.bodies)
+        if not batch.bodies:
+            batch.future.set_result(None)
+            return
+        if batch.routing_key not in self._declared and batch.exchange == "":
+            self._declare_queue(channel, batch.routing_key)
+            self._declared.add(batch.routing_key)
+        if batch.exchange and batch.exchange not in self._declared:
+            channel.exchange_declare(batch.exchange, exchange_type="fanout", durable=True)
+            self._declared.add(batch.exchange)
+        props = pika.BasicProperties(delivery_mode=2 if batch.persistent else 1)
+        for body in batch.bodies:
+            channel.basic_publish(batch.exchange, batch.routing_key, body, props)
+            self._next_tag += 1
+            self._pending[self._next_tag] = batch
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        if method.multiple:
+            tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending))
+        else:
+            tags = [method.delivery_tag] if method.delivery_tag in self._pending else []
+        for tag in tags:
+            batch = self._pending.pop(tag)
+            if batch.future.done():
+                continue
+            if nack:
+                batch.future.set_exception(BrokerError(
+                    f"broker {redact_url(self.url)} refused a message for {batch.routing_key or batch.exchange}"))
+                continue
+            batch.remaining -= 1
+            if batch.remaining <= 0:
+                batch.future.set_result(None)
+
+    def _on_pub_closed(self, channel, reason: BaseException) -> None:
+        if channel is not self._pub:
+            return
+        self._pub = None
+        if isinstance(reason, ChannelClosedByBroker):
+            # a broker-side error (e.g. a queue declared with other arguments): fail, do not resend
+            self._fail_pending(BrokerError(f"broker {redact_url(self.url)} closed the publish channel: {reason}"))
+            if self._conn is not None and self._conn.is_open:
+                self._conn.channel(on_open_callback=self._on_pub_channel)
+
+    def _requeue_pending(self) -> None:
+        """Unconfirmed batches go out again on the next connection (at-least-once)."""
+        seen: list[_Batch] = []
+        for batch in self._pending.values():
+            if batch not in seen and not batch.future.done():
+                seen.append(batch)
+        self._pending.clear()
+        self._unsent = seen + self._unsent
+
+    def _fail_pending(self, err: BaseException) -> None:
+        for batch in list(self._pending.values()):
+            if not batch.future.done():
+                batch.future.set_exception(err)
+        self._pending.clear()
+
+    def _fail_all(self, err: BaseException) -> None:
+        self._fail_pending(err)
+        for batch in self._unsent:
+            if not batch.future.done():
+                batch.future.set_exception(err)
+        self._unsent = []
+
+    def _publish(self, batch: _Batch) -> None:
+        self._check_open()
+        self._call_soon(lambda: self._send(batch))
+        try:
+            batch.future.result(CONFIRM_TIMEOUT)
+        except FutureTimeout:
+            raise BrokerError(f"broker {redact_url(self.url)} did not confirm {len(batch.bodies)} message(s) for "
+                              f"{batch.routing_key or batch.exchange} within {CONFIRM_TIMEOUT:.0f}s") from None
+
+    # --- consuming (I/O thread) --------------------------------------------------------------
+    def _start_consumer(self, consumer: _Consumer) -> None:
+        if self._conn is None or not self._conn.is_open or not consumer.active:
+            return
+        self._conn.channel(on_open_callback=lambda ch: self._on_consumer_channel(consumer, ch))
+
+    def _on_consumer_channel(self, consumer: _Consumer, channel) -> None:
+        if not consumer.active:
+            channel.close()
+            return
+        consumer.channel = channel
+        consumer.unsettled = 0
+
+        def on_close(ch, reason: BaseException) -> None:
+            if consumer.channel is ch:
+                consumer.channel = None
+            if consumer.active and isinstance(reason, ChannelClosedByBroker):
+                consumer.error = BrokerError(f"broker {redact_url(self.url)} closed the consumer of "
+                                             f"{consumer.name}: {reason}")
+                consumer.started.set()
+
+        channel.add_on_close_callback(on_close)
+        on_message = lambda ch, method, props, body: self._on_message(consumer, ch, method, props, body)
+        if consumer.topic:
+            channel.exchange_declare(consumer.name, exchange_type="fanout", durable=True)
+
+            def declared(frame) -> None:
+                q = frame.method.queue
+                channel.queue_bind(q, consumer.name)
+                channel.basic_consume(q, on_message, auto_ack=True, callback=lambda _f: consumer.started.set())
+
+            channel.queue_declare("", exclusive=True, auto_delete=True, callback=declared)
+        else:
+            if consumer.bind:
+                self._declare_backlog(channel, consumer)
+            else:
+                self._declare_queue(channel, consumer.name)
+            channel.basic_qos(prefetch_count=max(0, consumer.prefetch))
+            channel.basic_consume(consumer.name, on_message, callback=lambda _f: consumer.started.set())
+
+    def _declare_backlog(self, channel, consumer: _Consumer) -> None:
+        """A durable queue bound to a topic's exchange, bounded so an absent consumer cannot fill the broker."""
+        channel.exchange_declare(consumer.bind, exchange_type="fanout", durable=True)
+        channel.queue_declare(consumer.name, durable=True, arguments={
+            "x-max-length": self.settings.event_backlog_max, "x-overflow": "drop-head",
+            "x-message-ttl": int(self.settings.event_backlog_ttl * 1000)})
+        channel.queue_bind(consumer.name, consumer.bind)
+
+    def _on_message(self, consumer: _Consumer, channel, method, props, body: bytes) -> None:
+        if not consumer.topic and not consumer.active:
+            channel.basic_reject(method.delivery_tag, requeue=True)
+            return
+        headers = props.headers or {}
+        count = 1 + int(headers.get("x-delivery-count", 0) or 0) if "x-delivery-count" in headers else (
+            0 if method.redelivered else 1)
+        if not consumer.topic:
+            consumer.unsettled += 1
+        self._deliveries.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body,
+                                                     bool(method.redelivered), count)))
+
+    def _stop_consumer(self, consumer: _Consumer) -> None:
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+        channel = consumer.channel
+        if channel is None or not channel.is_open:
+            return
+        if consumer.topic or consumer.unsettled <= 0:
+            channel.close()
+        else:
+            for tag in list(channel.consumer_tags):
+                channel.basic_cancel(tag)
+
+    def _dispatch(self) -> None:
+        while True:
+            item = self._deliveries.get()
+            if item is None:
+                return
+            consumer, delivery = item
+            if not consumer.active:
+                delivery.reject(requeue=True)
+                continue
+            try:
+                consumer.handler(delivery)
+            except Exception:
+                logger.exception("bus handler for %s failed; message requeued", delivery.destination)
+                delivery.reject(requeue=not delivery.redelivered)
+
+    # --- the Bus interface ---------------------------------------------------------------------
+    def publish(self, queue: str, body: bytes) -> None:
+        self._publish(_Batch("", self.prefix + queue, [bytes(body)], persistent=True))
+
+    def publish_many(self, queue: str, bodies: list[bytes]) -> None:
+        self._publish(_Batch("", self.prefix + queue, [bytes(b) for b in bodies], persistent=True))
+
+    def broadcast(self, topic: str, body: bytes) -> None:
+        self._publish(_Batch(self.prefix + topic, "", [bytes(body)], persistent=False))
+
+    def publish_many_async(self, queue: str, bodies: list[bytes]) -> Future:
+        """Pipelined persistent publish; the Future completes on the broker's last confirm of the batch."""
+        self._check_open()
+        batch = _Batch("", self.prefix + queue, [bytes(b) for b in bodies], persistent=True)
+        self._call_soon(lambda: self._send(batch))
+        return batch.future
+
+    def broadcast_async(self, topic: str, body: bytes,
+                        on_sent: Callable[[BaseException | None], None] | None = None) -> None:
+        """Pipelined broadcast: unconfirmed messages are resent after a reconnect, as for ``broadcast``."""
+        self._check_open()
+        batch = _Batch(self.prefix + topic, "", [bytes(body)], persistent=False)
+        batch.future.add_done_callback(lambda f: report_sent(f, batch.exchange, on_sent))
+        self._call_soon(lambda: self._send(batch))
+
+    def consume(self, queue: str, handler: Handler, *, prefetch: int = 1, wait: bool = True) -> Subscription:
+        return self._add_consumer(_Consumer(self, self.prefix + queue, handler, prefetch, topic=False), wait)
+
+    def subscribe(self, topic: str, handler: Handler) -> Subscription:
+        return self._add_consumer(_Consumer(self, self.prefix + topic, handler, 0, topic=True))
+
+    def subscribe_durable(self, topic: str, name: str, handler: Handler, *, prefetch: int = 500) -> Subscription:
+        """Queue ``<p><topic>.<name>``, bound to the topic's fanout exchange (see ``_declare_backlog``)."""
+        return self._add_consumer(_Consumer(self, f"{self.prefix}{topic}.{name}", handler, prefetch, topic=False,
+                                            bind=self.prefix + topic))
+
+    def _add_consumer(self, consumer: _Consumer, wait: bool = True) -> _Consumer:
+        self._check_open()
+
+        def add() -> None:
+            self._consumers.append(consumer)
+            self._start_consumer(consumer)
+
+        self._call_soon(add)
+        if not wait:
+            return consumer
+        if self._connected.is_set() and not consumer.started.wait(CONSUME_TIMEOUT):
+            logger.warning("consumer of %s not confirmed by the broker within %.0fs; it starts when the broker "
+                           "answers", consumer.name, CONSUME_TIMEOUT)
+        if consumer.error is not None:
+            consumer.cancel()
+            raise consumer.error
+        return consumer
+
+    def delete_queue(self, queue: str) -> None:
+        self._check_open()
+        name = self.prefix + queue
+
+        def delete() -> Future:
+            done: Future = Future()
+            if self._conn is None or not self._conn.is_open:
+                done.set_exception(BrokerError(f"not connected to {redact_url(self.url)}"))
+                return done
+
+            def on_channel(ch) -> None:
+                ch.add_on_close_callback(
+                    lambda _c, reason: done.done() or done.set_exception(BrokerError(f"delete {name}: {reason}")))
+                ch.queue_delete(name, callback=lambda _f: (done.set_result(None), ch.close()))
+
+            self._conn.channel(on_open_callback=on_channel)
+            self._declared.discard(name)
+            return done
+
+        self._on_io(delete)
+
+    def forget_queue(self, queue: str) -> None:
+        """Delete a finished work's queue without waiting: one pipelined frame on a long-lived channel."""
+        if self._closing:
+            return
+        name = self.prefix + queue
+
+        def delete() -> None:
+            self._declared.discard(name)
+            admin = self._admin
+            if admin is not None and admin.is_open:
+                admin.queue_delete(name)
+            elif self._conn is not None and self._conn.is_open:
+                self._conn.channel(on_open_callback=lambda ch: (self._on_admin_channel(ch), ch.queue_delete(name)))
+
+        self._call_soon(delete)
+
+    def _on_admin_channel(self, channel) -> None:
+        self._admin = channel
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+
+        def stop() -> None:
+            for consumer in self._consumers:
+                consumer.active = False
+            self._consumers.clear()
+            if self._conn is not None and (self._conn.is_open or self._conn.is_opening):
+                self._conn.close()
+            else:
+                self._fail_all(BrokerError(f"the bus to {redact_url(self.url)} was closed"))
+                self._ioloop.stop()
+
+        self._call_soon(stop)
+        self._shutdown_threads()
+
+    def _shutdown_threads(self) -> None:
+        self._closing = True
+        if threading.current_thread() is not self._io:
+            self._io.join(timeout=5)
+            if self._io.is_alive():
+                self._call_soon(self._ioloop.stop)
+                self._io.join(timeout=2)
+        self._deliveries.put(None)
+        if threading.current_thread() is not self._dispatcher:
+            self._dispatcher.join(timeout=5)
+
+    def __repr__(self) -> str:
+        return f"<AmqpBus {redact_url(self.url)} prefix={self.prefix!r}>"
+
+
+def _describe(err: BaseException) -> str:
+    """The innermost cause of a pika connection error (refused, unknown host, bad login...)."""
+    seen = 0
+    while seen < 5:
+        seen += 1
+        inner = getattr(err, "exceptions", None) or (err.args if isinstance(err, AMQPConnectionError) else ())
+        inner = [e for e in inner if isinstance(e, BaseException)]
+        if not inner:
+            break
+        err = getattr(inner[-1], "exception", None) or inner[-1]
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+__all__ = ["AmqpBus", "AmqpDelivery"]

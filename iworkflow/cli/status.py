@@ -1,0 +1,112 @@
+"""``iworkflow status|logs|cancel``: read and steer workflows through the server's REST API."""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+from urllib.parse import quote
+
+import typer
+
+SERVER_HELP = "server URL (default: settings.server_url / IWORKFLOW_SERVER_URL)"
+ORDER = ("finished", "running", "retrying", "queued", "failed", "cancelled")
+
+
+class Client:
+    """A thin REST client: base URL and token from the options or the settings."""
+
+    def __init__(self, server: str | None):
+        from iworkflow.config import load_settings
+
+        settings = load_settings()
+        self.url = (server or settings.server_url).rstrip("/")
+        self.token = settings.token
+        if not self.url:
+            typer.echo("error: no server URL: pass --server http://host:8765 or set IWORKFLOW_SERVER_URL", err=True)
+            raise typer.Exit(2)
+
+    def call(self, method: str, path: str) -> Any:
+        from iworkflow.source_http import ServerError, request
+
+        try:
+            body = b"" if method == "POST" else None
+            return request(method, f"{self.url}/api{path}", self.token, body=body).json()
+        except ServerError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+
+
+def counts_text(c: dict) -> str:
+    parts = [f"{c[s]} {s}" for s in ORDER if c.get(s)]
+    n = c.get("total", 0)
+    return f"{n} job{'s' if n != 1 else ''}" + (": " + ", ".join(parts) if parts else "")
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_tree(detail: dict, jobs_by_work: dict[str, list[dict]]) -> list[str]:
+    """The workflow -> works -> jobs tree as text lines; failed jobs are listed with their errors."""
+    n = len(detail["works"])
+    header = (f"workflow {detail['name'] or '(unnamed)'}  {detail['id']}  {detail['status']}  "
+              f"({n} work{'s' if n != 1 else ''}, {counts_text(detail['counts'])})")
+    lines = [header]
+    if detail.get("error"):
+        lines.append(f"  error: {detail['error']}")
+    works = detail["works"]
+    for i, w in enumerate(works):
+        last = i == len(works) - 1
+        lines.append(f"{'└──' if last else '├──'} work {w['name']}  {w['id'][:8]}  {w['status']}  "
+                     f"{counts_text(w['counts'])}")
+        failed = [j for j in jobs_by_work.get(w["id"], []) if j["status"] in ("failed", "cancelled")]
+        for k, j in enumerate(failed):
+            branch = "    " if last else "│   "
+            lines.append(f"{branch}{'└──' if k == len(failed) - 1 else '├──'} {j['status']} job {j['job_key'][:12]} "
+                         f"(id {j['id']}, attempt {j['attempt']}, worker {j['worker'] or '-'}): {j['error'] or ''}")
+    return lines
+
+
+def status(
+    workflow_id: str | None = typer.Argument(None, help="workflow id (or a unique prefix); omit to list"),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    limit: int = typer.Option(20, help="how many workflows to list"),
+) -> None:
+    """Print a workflow's tree (works, job counts, failed jobs with errors), or list recent workflows."""
+    client = Client(server)
+    if workflow_id is None:
+        rows = client.call("GET", f"/workflows?limit={limit}")
+        if not rows:
+            typer.echo("no workflows recorded")
+        for wf in rows:
+            typer.echo(f"{wf['id']}  {wf['status']:<11}  {_when(wf['submitted_at'])}  {wf['name']}  "
+                       f"({counts_text(wf['counts'])})")
+        return
+    detail = client.call("GET", f"/workflows/{quote(workflow_id, safe='')}")
+    jobs = client.call("GET", f"/jobs?workflow_id={quote(detail['id'], safe='')}&status=failed&limit=5000")
+    jobs += client.call("GET", f"/jobs?workflow_id={quote(detail['id'], safe='')}&status=cancelled&limit=5000")
+    by_work: dict[str, list[dict]] = {}
+    for j in jobs:
+        by_work.setdefault(j["work_id"], []).append(j)
+    for line in render_tree(detail, by_work):
+        typer.echo(line)
+
+
+def logs(
+    job: str = typer.Argument(..., help="job id, work_id:job_key, or a unique job-key prefix"),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    tail: int = typer.Option(200, help="last N lines (0 = all)"),
+) -> None:
+    """Print a job's timeline, error, traceback and captured output tail."""
+    log = Client(server).call("GET", f"/jobs/{quote(job, safe='')}/log?tail={tail}")
+    typer.echo(log["text"])
+
+
+def cancel(
+    workflow_id: str = typer.Argument(..., help="workflow id (or a unique prefix)"),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+) -> None:
+    """Cancel a workflow: its unfinished jobs end as cancelled and workers are told to stop them."""
+    out = Client(server).call("POST", f"/workflows/{quote(workflow_id, safe='')}/cancel")
+    typer.echo(f"workflow {out['workflow_id']} {out['status']}: {out['jobs_cancelled']} unfinished jobs cancelled")

@@ -1,0 +1,132 @@
+"""The versioned, HMAC-signed envelope every message travels in.
+
+Wire layout: ``b"IWF" + version(1 byte) + header length (4 bytes, big endian) + header JSON +
+signature (32 bytes) + body``.  The signature is HMAC-SHA256 over header JSON and body, so a
+receiver verifies before it ever unpickles the body.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+from .errors import BadSignature, InvalidMessage
+
+MAGIC = b"IWF"
+VERSION = 1
+KINDS = ("job", "result", "event", "control")
+_PREFIX = struct.Struct(">3sBI")
+_SIG_LEN = 32
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One message: routing header fields plus an opaque body (pickle for jobs/results, JSON for events)."""
+
+    kind: str
+    body: bytes
+    workflow_id: str | None = None
+    work_id: str | None = None
+    job_key: str | None = None
+    attempt: int = 1
+    id: str = field(default_factory=lambda: _message_id())
+    ts: float = field(default_factory=time.time)
+    v: int = VERSION
+
+    def header(self) -> dict:
+        return {
+            "v": self.v,
+            "kind": self.kind,
+            "id": self.id,
+            "workflow_id": self.workflow_id,
+            "work_id": self.work_id,
+            "job_key": self.job_key,
+            "attempt": self.attempt,
+            "ts": self.ts,
+        }
+
+
+_json = json.JSONEncoder(separators=(",", ":"))
+
+
+def _message_id() -> str:
+    return os.urandom(12).hex()
+
+
+def _sign(secret: bytes, header: bytes, body: bytes) -> bytes:
+    if len(body) < 1 << 20:
+        return hmac.digest(secret, header + body, "sha256")
+    mac = hmac.new(secret, header, hashlib.sha256)
+    mac.update(body)
+    return mac.digest()
+
+
+def encode(env: Envelope, secret: bytes) -> bytes:
+    if env.kind not in KINDS:
+        raise ValueError(f"unknown envelope kind {env.kind!r}; expected one of {KINDS}")
+    header = _json.encode(env.header()).encode()
+    return b"".join(
+        (_PREFIX.pack(MAGIC, VERSION, len(header)), header, _sign(secret, header, env.body), env.body)
+    )
+
+
+def peek_header(data: bytes) -> dict:
+    """Read the routing header without checking the signature (for logging and dead-lettering only)."""
+    header, _sig, _body = _split(data)
+    try:
+        found = json.loads(header)
+    except ValueError as err:
+        raise InvalidMessage(f"message header is not JSON: {err}") from None
+    if not isinstance(found, dict):
+        raise InvalidMessage(f"message header is a JSON {type(found).__name__}, not an object")
+    return found
+
+
+def _split(data: bytes) -> tuple[bytes, bytes, bytes]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidMessage(f"message must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _PREFIX.size:
+        raise InvalidMessage(f"message truncated: {len(data)} bytes is shorter than the envelope prefix")
+    magic, version, hlen = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidMessage("not an iworkflow message (bad magic bytes)")
+    if version != VERSION:
+        raise InvalidMessage(f"unsupported envelope version {version}; this iworkflow speaks {VERSION}")
+    start = _PREFIX.size
+    if len(data) < start + hlen + _SIG_LEN:
+        raise InvalidMessage("message truncated inside its header or signature")
+    header = data[start : start + hlen]
+    sig = data[start + hlen : start + hlen + _SIG_LEN]
+    return header, sig, data[start + hlen + _SIG_LEN :]
+
+
+def decode(data: bytes, secret: bytes) -> Envelope:
+    """Verify and decode; raises BadSignature or InvalidMessage, never unpickles anything."""
+    header, sig, body = _split(data)
+    if not hmac.compare_digest(sig, _sign(secret, header, body)):
+        raise BadSignature(
+            "message signature does not match: sender and receiver must share the same IWORKFLOW_SECRET"
+        )
+    try:
+        h = json.loads(header)
+        env = Envelope(
+            kind=h["kind"],
+            body=body,
+            workflow_id=h.get("workflow_id"),
+            work_id=h.get("work_id"),
+            job_key=h.get("job_key"),
+            attempt=int(h.get("attempt", 1)),
+            id=h["id"],
+            ts=float(h["ts"]),
+            v=int(h["v"]),
+        )
+    except (ValueError, KeyError, TypeError, OverflowError) as err:
+        raise InvalidMessage(f"malformed message header: {err!r}") from None
+    if env.kind not in KINDS:
+        raise InvalidMessage(f"unknown message kind {env.kind!r}")
+    return env

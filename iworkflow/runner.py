@@ -1,0 +1,369 @@
+"""The job runner: verify a job message, set up its source tree and environment, call it, report.
+
+Every executor runs jobs through here, in-process (``run_encoded``), as a one-shot subprocess
+(``python -m iworkflow.runner once``, used for ``init_env`` prefixes) or as a long-lived pool
+process speaking length-prefixed frames on stdin/stdout (``python -m iworkflow.runner serve``).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, BinaryIO, Callable
+
+from . import result_store, serialization
+from .envelope import Envelope, peek_header
+from .errors import ErrorInfo, InvalidMessage
+from .messages import Event, JobMetrics, JobPayload, ResultPayload, SourceRef, decode_payload, encode_payload
+from .source_cache import SourceStore
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[Event], None]
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+OUTPUT_TAIL = 4096
+_functions: dict[str, Callable[..., Any]] = {}
+_sources_on_path: set[str] = set()
+_lock = threading.Lock()
+
+
+def _secret() -> bytes:
+    from .config import load_settings
+
+    return load_settings().secret_bytes
+
+
+def ensure_source(ref: SourceRef) -> str:
+    """Unpack the workflow's source tree (once per hash) and put it at the front of sys.path."""
+    with _lock:
+        if ref.digest in _sources_on_path:
+            return ref.digest
+        if ref.store.startswith(("http://", "https://")):
+            from .source_http import HttpSourceStore
+
+            path = HttpSourceStore(ref.store).unpacked(ref.digest)
+        else:
+            path = SourceStore(ref.store).unpacked(ref.digest)
+        sys.path.insert(0, str(path))
+        _sources_on_path.add(ref.digest)
+        return str(path)
+
+
+def load_function(payload: JobPayload) -> Callable[..., Any]:
+    func = _functions.get(payload.func_digest)
+    if func is None:
+        func = serialization.loads(payload.func)
+        # A work function pickled by reference resolves to its decorator wrapper: call the plain function.
+        while getattr(func, "__iworkflow_work__", None) is not None and hasattr(func, "__wrapped__"):
+            func = func.__wrapped__
+        if len(_functions) > 256:
+            _functions.clear()
+        _functions[payload.func_digest] = func
+    return func
+
+
+class _Tail(io.TextIOBase):
+    """Passes writes through and keeps the last few KiB, for the error report of a failed job."""
+
+    def __init__(self, passthrough):
+        self._passthrough = passthrough
+        self._chunks: deque[str] = deque()
+        self._size = 0
+
+    def write(self, s: str) -> int:
+        if self._passthrough is not None:
+            self._passthrough.write(s)
+        self._chunks.append(s)
+        self._size += len(s)
+        while self._size > OUTPUT_TAIL and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+        return len(s)
+
+    def flush(self) -> None:
+        if self._passthrough is not None:
+            self._passthrough.flush()
+
+    def text(self) -> str:
+        return "".join(self._chunks)[-OUTPUT_TAIL:]
+
+
+def error_info(exc: BaseException, output_tail: str = "") -> ErrorInfo:
+    try:
+        pickled = serialization.dumps(exc)
+    except Exception:
+        pickled = None
+    return ErrorInfo(
+        type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
+        message=str(exc),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        exception=pickled,
+        output_tail=output_tail,
+    )
+
+
+def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> ResultPayload:
+    """Call the job's function in this process and capture its value or its exception."""
+    start = time.time()
+    tail = None
+    old_out, old_err = sys.stdout, sys.stderr
+    if capture:
+        tail = _Tail(old_out)
+        sys.stdout = tail
+        sys.stderr = _Tail(old_err)
+    try:
+        if payload.source is not None:
+            ensure_source(payload.source)
+        func = load_function(payload)
+        args, kwargs = serialization.loads(payload.args)
+        value = func(*args, **kwargs)
+        data = result_store.spill(serialization.dumps(value))  # large values go by reference
+        return ResultPayload(ok=True, value=data, metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt))
+    except BaseException as exc:  # noqa: BLE001 - a job's failure of any kind becomes its result
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not capture:
+            raise
+        output = ""
+        if tail is not None:
+            output = tail.text() + sys.stderr.text()  # type: ignore[union-attr]
+        return ResultPayload(
+            ok=False,
+            error=error_info(exc, output),
+            metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt),
+        )
+    finally:
+        sys.stdout, sys.stderr = old_out, old_err
+
+
+def _failure(env_header: dict, exc: BaseException, start: float) -> ResultPayload:
+    return ResultPayload(
+        ok=False,
+        error=error_info(exc),
+        metrics=JobMetrics(start, time.time(), WORKER_NAME, int(env_header.get("attempt", 1) or 1)),
+    )
+
+
+def result_message(header: dict, result: ResultPayload, secret: bytes) -> bytes:
+    return encode_payload(
+        "result", result, secret,
+        workflow_id=header.get("workflow_id"), work_id=header.get("work_id"),
+        job_key=header.get("job_key"), attempt=int(header.get("attempt", 1) or 1),
+    )
+
+
+def failure_message(job_data: bytes, exc: BaseException, secret: bytes) -> bytes:
+    """A signed failure result for a job that never ran to completion (lost worker, bad dispatch)."""
+    header = peek_header(job_data)
+    return result_message(header, _failure(header, exc, time.time()), secret)
+
+
+def _event(type_: str, env: Envelope, **data: Any) -> Event:
+    return Event(type=type_, workflow_id=env.workflow_id, work_id=env.work_id, job_key=env.job_key,
+                 attempt=env.attempt, data=data)
+
+
+def run_encoded(data: bytes, secret: bytes | None = None, emit: Emit | None = None,
+                capture: bool = False) -> bytes:
+    """Run one signed job message and return its signed result message.
+
+    Raises InvalidMessage for a message that must be dead-lettered (bad signature, malformed); any
+    failure after the message is trusted becomes a failure result instead.
+    """
+    secret = _secret() if secret is None else secret
+    env, payload = decode_payload(data, secret, "job")
+    if emit is not None:
+        emit(_event("job_started", env, worker=WORKER_NAME))
+    if payload.init_env or payload.container_options:
+        result = run_in_subprocess(data, env, payload, secret)
+    else:
+        result = execute(env, payload, capture=capture)
+    if emit is not None:
+        m = result.metrics
+        if result.ok:
+            emit(_event("job_finished", env, worker=m.worker, start=m.start, end=m.end))
+        else:
+            emit(_event("job_failed", env, worker=m.worker, start=m.start, end=m.end,
+                        error=result.error.summary() if result.error else "",
+                        traceback=result.error.traceback[-4000:] if result.error else "",
+                        output=result.error.output_tail[-4000:] if result.error else ""))
+    return result_message(env.header(), result, secret)
+
+
+def job_command(payload: JobPayload) -> list[str]:
+    """The command line running a job in a subprocess: ``<init_env> <python> -m iworkflow.runner once``."""
+    inner = f"{shlex.quote(sys.executable)} -m iworkflow.runner once"
+    if payload.container_options:
+        from .containers import wrap_command
+
+        inner = wrap_command(inner, payload.container_options)
+        if payload.init_env:
+            return ["/bin/bash", "-c", f"{payload.init_env.rstrip()} {inner}"]
+        return ["/bin/bash", "-c", inner]
+    if payload.init_env:
+        inner = f"{payload.init_env.rstrip()} {inner}"
+    return ["/bin/bash", "-c", inner]
+
+
+def run_in_subprocess(data: bytes, env: Envelope, payload: JobPayload, secret: bytes | None = None) -> ResultPayload:
+    start = time.time()
+    cmd = job_command(payload)
+    child_env = dict(os.environ)
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    if secret:
+        child_env["IWORKFLOW_SECRET"] = secret.decode()  # the job's command (or container) verifies with it
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=child_env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(data, timeout=payload.max_walltime or None)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return _failure(env.header(), TimeoutError(
+            f"job exceeded max_walltime={payload.max_walltime}s in `{' '.join(cmd)}` and was killed"), start)
+    stderr_tail = stderr.decode(errors="replace")[-OUTPUT_TAIL:]
+    if proc.returncode != 0 or not stdout:
+        return _failure(env.header(), RuntimeError(
+            f"job command `{cmd[-1]}` exited with code {proc.returncode} before reporting a result; "
+            f"stderr tail:\n{stderr_tail}"), start)
+    try:
+        _env, result = decode_payload(stdout, secret or _secret(), "result")
+    except InvalidMessage as err:
+        return _failure(env.header(), RuntimeError(f"job subprocess returned an unreadable result: {err}"), start)
+    return result
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the job's whole process group: a shell prefix must not leave the job running."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+# --- frames for the local pool protocol -------------------------------------------------------
+FRAME = struct.Struct(">cI")
+JOB, RESULT, EVENT, QUIT = b"J", b"R", b"E", b"Q"
+
+
+def write_frame(out: BinaryIO, kind: bytes, payload: bytes) -> None:
+    out.write(FRAME.pack(kind, len(payload)))
+    out.write(payload)
+
+
+class FrameReader:
+    """Reads frames from a raw fd through one buffer, and can tell whether another frame is waiting."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.pos = 0
+
+    def has_frame(self) -> bool:
+        avail = len(self.buf) - self.pos
+        if avail < FRAME.size:
+            return False
+        _kind, length = FRAME.unpack_from(self.buf, self.pos)
+        return avail >= FRAME.size + length
+
+    def read(self) -> tuple[bytes, bytes] | None:
+        """The next frame, or None at end of stream."""
+        while not self.has_frame():
+            chunk = os.read(self.fd, 1 << 20)
+            if not chunk:
+                return None
+            if self.pos:
+                del self.buf[: self.pos]
+                self.pos = 0
+            self.buf += chunk
+        kind, length = FRAME.unpack_from(self.buf, self.pos)
+        start = self.pos + FRAME.size
+        payload = bytes(self.buf[start : start + length])
+        self.pos = start + length
+        return kind, payload
+
+
+def _protocol_streams() -> tuple[int, BinaryIO]:
+    """Keep private copies of stdin/stdout for frames; user prints go to stderr, input() sees EOF."""
+    proto_in = os.dup(0)
+    proto_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0, closefd=False), write_through=True)
+    return proto_in, proto_out
+
+
+def serve() -> int:
+    """Pool process: run job frames from stdin one by one, answer with result (and event) frames."""
+    proto_in, proto_out = _protocol_streams()
+    secret = _secret()
+    events = os.environ.get("IWORKFLOW_POOL_EVENTS", "0")
+    emit = None
+    if events in ("1", "end"):
+        from .messages import encode_event
+
+        def emit(event: Event) -> None:
+            if events == "end" and event.type == "job_started":
+                return  # the worker's heartbeat at accept already told the server who runs the job
+            write_frame(proto_out, EVENT, encode_event(event, secret))
+
+    reader = FrameReader(proto_in)
+    while True:
+        frame = reader.read()
+        if frame is None or frame[0] == QUIT:
+            proto_out.flush()
+            return 0
+        _kind, data = frame
+        try:
+            result = run_encoded(data, secret, emit, capture=True)
+        except InvalidMessage as err:
+            logger.error("refusing job message: %s", err)
+            result = failure_message(data, err, secret) if _header_ok(data) else b""
+        write_frame(proto_out, RESULT, result)
+        if not reader.has_frame():
+            proto_out.flush()
+
+
+def _header_ok(data: bytes) -> bool:
+    try:
+        peek_header(data)
+        return True
+    except InvalidMessage:
+        return False
+
+
+def once() -> int:
+    """One job from stdin, its result to stdout (used behind ``init_env`` and container prefixes)."""
+    proto_in, proto_out = _protocol_streams()
+    with os.fdopen(proto_in, "rb") as stream:
+        data = stream.read()
+    secret = _secret()
+    env, payload = decode_payload(data, secret, "job")
+    result = execute(env, payload, capture=True)
+    proto_out.write(result_message(env.header(), result, secret))
+    proto_out.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=os.environ.get("IWORKFLOW_LOG_LEVEL", "WARNING"))
+    if argv[:1] == ["serve"]:
+        return serve()
+    if argv[:1] == ["once"]:
+        return once()
+    print("usage: python -m iworkflow.runner serve|once", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

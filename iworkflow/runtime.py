@@ -1,0 +1,114 @@
+"""The process-wide runtime: settings, the bus and the executors, created on first use."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, load_settings
+from .messages import EVENTS_TOPIC, Event, encode_event
+
+if TYPE_CHECKING:
+    from .bus.base import Bus
+    from .executors.base import Executor  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Holds what every Work in this process shares; closed at interpreter exit."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.secret = settings.secret_bytes
+        self._bus: Bus | None = None
+        self._executors: dict[str, Any] = {}
+        self._result_cache = None
+        self._lock = threading.RLock()
+        self.emit_events = settings.emits_events
+
+    @property
+    def bus(self) -> "Bus":
+        if self._bus is None:
+            with self._lock:
+                if self._bus is None:
+                    from .bus import connect
+
+                    self._bus = connect(self.settings.broker, self.settings)
+        return self._bus
+
+    def executor(self, name: str | None = None):
+        from .executors import create_executor
+
+        spec = name or self.settings.executor
+        with self._lock:
+            ex = self._executors.get(spec)
+            if ex is None:
+                ex = self._executors[spec] = create_executor(spec, self.settings, self.bus)
+            return ex
+
+    @property
+    def result_cache(self):
+        """The on-disk cache of finished jobs' results (``<home>/results.db``)."""
+        if self._result_cache is None:
+            with self._lock:
+                if self._result_cache is None:
+                    from .result_cache import ResultCache
+
+                    self._result_cache = ResultCache(os.path.join(self.settings.home, "results.db"))
+        return self._result_cache
+
+    def emit(self, event: Event) -> None:
+        if self.emit_events:
+            self.bus.broadcast_async(EVENTS_TOPIC, encode_event(event, self.secret))
+
+    def close(self) -> None:
+        with self._lock:
+            for ex in self._executors.values():
+                try:
+                    ex.shutdown(wait=True)
+                except Exception:
+                    logger.exception("error shutting down executor %s", ex)
+            self._executors.clear()
+            if self._result_cache is not None:
+                self._result_cache.close()
+                self._result_cache = None
+            if self._bus is not None:
+                self._bus.close()
+                self._bus = None
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        with _runtime_lock:
+            if _runtime is None:
+                _runtime = Runtime(load_settings())
+    return _runtime
+
+
+def configure(config_file: str | None = None, **overrides: Any) -> Runtime:
+    """Replace the runtime (closing the old one) with settings from env/TOML plus these overrides."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+        _runtime = Runtime(load_settings(config_file, **overrides))
+        return _runtime
+
+
+def shutdown() -> None:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.close()
+            _runtime = None
+
+
+atexit.register(shutdown)

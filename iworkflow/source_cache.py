@@ -1,0 +1,179 @@
+"""Content-addressed source cache: a workflow's source tree packed into a tarball named by its hash.
+
+Identical trees produce byte-identical tarballs (sorted members, zeroed times and owners), so a tree
+is stored once however often a workflow runs.  Extraction rejects members that could escape the
+target directory, and unpacked trees are cached by hash.
+"""
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigurationError, UnsafeArchiveError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXCLUDES = (
+    ".git", ".hg", ".svn", "__pycache__", "*.pyc", "*.pyo", ".venv", "venv", "node_modules",
+    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "*.egg-info", ".DS_Store",
+    ".iworkflow",
+)
+SUFFIX = ".tar.gz"
+
+
+def _excluded(rel: str, name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def _members(root: Path, patterns: tuple[str, ...]) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not _excluded(f"{rel_dir}/{d}".lstrip("/"), d, patterns)
+            and not os.path.islink(os.path.join(dirpath, d))
+        )
+        for name in sorted(filenames):
+            rel = f"{rel_dir}/{name}".lstrip("/")
+            path = Path(dirpath, name)
+            if _excluded(rel, name, patterns) or path.is_symlink() or not path.is_file():
+                continue
+            files.append((rel, path))
+    return files
+
+
+def pack(source_dir: str | os.PathLike, excludes: list[str] | tuple[str, ...] = (),
+         max_mb: float = 200.0) -> tuple[str, bytes]:
+    """Pack a tree deterministically; returns (sha256 hex, tar.gz bytes)."""
+    root = Path(source_dir).resolve()
+    if not root.is_dir():
+        raise ConfigurationError(f"source_dir {root} is not a directory; pass source_dir= an existing folder")
+    patterns = DEFAULT_EXCLUDES + tuple(excludes)
+    members = _members(root, patterns)
+    total = sum(p.stat().st_size for _, p in members)
+    if total > max_mb * 1024 * 1024:
+        raise ConfigurationError(
+            f"source tree {root} holds {total / 2**20:.0f} MiB (limit {max_mb:.0f} MiB): point source_dir= at "
+            "the folder with your code, add exclude_source_files=[...] patterns, or raise max_source_mb"
+        )
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, path in members:
+            info = tarfile.TarInfo(rel)
+            info.size = path.stat().st_size
+            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            info.mtime = 0
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Reject absolute paths, ``..`` components, links and device files before anything is written."""
+    members = tar.getmembers()
+    for m in members:
+        name = m.name
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+            raise UnsafeArchiveError(f"source tarball member {name!r} has an absolute path")
+        if ".." in parts:
+            raise UnsafeArchiveError(f"source tarball member {name!r} escapes the target directory via '..'")
+        if m.issym() or m.islnk():
+            raise UnsafeArchiveError(f"source tarball member {name!r} is a link ({m.linkname!r}); links are refused")
+        if not (m.isfile() or m.isdir()):
+            raise UnsafeArchiveError(f"source tarball member {name!r} is not a regular file or directory")
+    return members
+
+
+def safe_extract(data: bytes, target: str | os.PathLike) -> None:
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except tarfile.TarError as err:
+        raise UnsafeArchiveError(f"source tarball is not a readable tar archive: {err}") from None
+    with tar:
+        members = check_members(tar)
+        root = target.resolve()
+        for m in members:
+            dest = (root / m.name).resolve()
+            if root != dest and root not in dest.parents:
+                raise UnsafeArchiveError(f"source tarball member {m.name!r} resolves outside {root}")
+        tar.extractall(root, members=members, filter="data")
+
+
+class SourceStore:
+    """A directory of tarballs named ``<sha256>.tar.gz`` and their unpacked trees under ``unpacked/``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def tarball(self, digest: str) -> Path:
+        if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ConfigurationError(f"{digest!r} is not a sha256 hex digest")
+        return self.path / f"{digest}{SUFFIX}"
+
+    def has(self, digest: str) -> bool:
+        return self.tarball(digest).is_file()
+
+    def put(self, digest: str, data: bytes) -> bool:
+        """Store a tarball; returns False (and writes nothing) when that hash is already stored."""
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise UnsafeArchiveError(f"tarball content does not match its name {digest}")
+        dest = self.tarball(digest)
+        if dest.is_file():
+            return False
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, dest)
+        return True
+
+    def get(self, digest: str) -> bytes:
+        path = self.tarball(digest)
+        if not path.is_file():
+            raise FileNotFoundError(f"source {digest} is not in the store at {self.path}")
+        return path.read_bytes()
+
+    def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
+        digest, data = pack(source_dir, excludes, max_mb)
+        if self.put(digest, data):
+            logger.info("stored source %s (%d bytes) from %s", digest[:12], len(data), source_dir)
+        return digest
+
+    def unpacked(self, digest: str, fetch=None) -> Path:
+        """Path of the unpacked tree, unpacking it once (atomically) if needed."""
+        dest = self.path / "unpacked" / digest
+        if dest.is_dir():
+            return dest
+        data = self.get(digest) if fetch is None else fetch(digest)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise UnsafeArchiveError(f"fetched source does not match its hash {digest}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{digest[:12]}-"))
+        try:
+            safe_extract(data, tmp)
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return dest

@@ -1,0 +1,401 @@
+"""Work: one call of a ``@work`` function, fanned out into one job per kwargs entry."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import inspect
+import logging
+import os
+import pickle
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+from . import serialization
+from .asyncresult import FAILED, FINISHED, SUBFINISHED, AsyncResult, Outcome
+from .context import current_workflow
+from .errors import ConfigurationError, WorkCancelled
+from .ids import get_unique_id_for_dict, new_id
+from .messages import RETRY, Control, Event, Job, JobPayload, decode_payload, encode_payload, results_destination
+from .runtime import get_runtime
+
+logger = logging.getLogger(__name__)
+
+NEW, RUNNING, CANCELLED = "new", "running", "cancelled"
+RESERVED = ("multi_jobs_kwargs_list", "group_kwargs", "workflow")
+_UNSET = object()
+
+
+def _ignored(kind: str) -> bool:
+    names = (f"IDDS_IGNORE_{kind}_DECORATOR", f"IWORKFLOW_IGNORE_{kind}_DECORATOR")
+    return any(os.environ.get(n, "").lower() not in ("", "0", "false", "no") for n in names)
+
+
+def _check_callable(func: Any, what: str) -> None:
+    if not callable(func):
+        raise ConfigurationError(f"@{what} needs a function, got {type(func).__name__} {func!r}")
+
+
+class Work:
+    """A function call turned into jobs: build it, ``submit()`` it, then wait for its results."""
+
+    def __init__(self, func: Callable | None = None, workflow_context=None, context=None, pre_kwargs=None,
+                 args=None, kwargs=None, multi_jobs_kwargs_list=None, current_job_kwargs=None,
+                 map_results: bool = False, source_dir=None, init_env: str | None = None,
+                 is_unique_func_name: bool = False, name: str | None = None, container_options=None,
+                 job_key=None, workflow=None, max_walltime: float | None = None, core_count: int = 1,
+                 total_memory: int = 4000, executor: str | None = None, queue: str | None = None,
+                 post_script=None, cache: bool | None = None):
+        _check_callable(func, "work")
+        self._func = func
+        self._workflow = workflow or workflow_context or context
+        self.pre_kwargs = dict(pre_kwargs or {})
+        self.args = tuple(args or ())
+        self.kwargs = dict(kwargs or {})
+        self.map_results = map_results
+        self.init_env = init_env
+        self.container_options = container_options
+        self.name = name or getattr(func, "__name__", "work")
+        self.max_walltime = max_walltime
+        self.core_count = core_count
+        self.total_memory = total_memory
+        self._executor = executor
+        self._queue = queue
+        self.post_script = post_script
+        self.cache = cache
+        self.internal_id = new_id()
+        self.status = NEW
+        self._async: AsyncResult | None = None
+        self._futures: list[Future] = []
+        self._jobs: dict[str, Job] = {}
+        self.parents: list[str] = []
+        self._scope: str | None = None
+        self._lock = threading.Lock()
+        self._runtime = None
+        if multi_jobs_kwargs_list is not None and not isinstance(multi_jobs_kwargs_list, (list, tuple)):
+            raise ConfigurationError(
+                f"multi_jobs_kwargs_list must be a list of kwargs dicts (or of positional-argument lists), "
+                f"got {type(multi_jobs_kwargs_list).__name__}; wrap a single entry as [entry]"
+            )
+        self.is_multi = multi_jobs_kwargs_list is not None
+        self.multi_jobs_kwargs_list = list(multi_jobs_kwargs_list or [])
+        if self.is_multi and not self.multi_jobs_kwargs_list:
+            raise ConfigurationError("multi_jobs_kwargs_list is empty: give at least one kwargs entry")
+        self._job_key = job_key
+        self._jobs_spec = self._expand()
+        self.job_keys = [k for k, _, _, _ in self._jobs_spec]
+        self.job_args = {k: entry for k, entry, _, _ in self._jobs_spec}
+
+    # --- job expansion ---------------------------------------------------------------------
+    def _key_for(self, entry: Any, index: int) -> str:
+        jk = self._job_key
+        if jk is None:
+            return get_unique_id_for_dict(entry)
+        if callable(jk):
+            return str(jk(entry))
+        if not self.is_multi:
+            return str(jk)
+        return f"{jk}:{get_unique_id_for_dict(entry)}"
+
+    def _expand(self) -> list[tuple[str, Any, tuple, dict]]:
+        base_kwargs = {**self.pre_kwargs, **self.kwargs}
+        entries = self.multi_jobs_kwargs_list if self.is_multi else [None]
+        try:
+            signature = inspect.signature(self._func)
+        except (TypeError, ValueError):
+            signature = None
+        specs: list[tuple[str, Any, tuple, dict]] = []
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            if entry is None:
+                args, kwargs, lookup = self.args, base_kwargs, self.kwargs
+            elif isinstance(entry, dict):
+                args, kwargs, lookup = self.args, {**base_kwargs, **entry}, entry
+            elif isinstance(entry, (list, tuple)):
+                args, kwargs, lookup = tuple(entry), base_kwargs, list(entry)
+            else:
+                raise ConfigurationError(
+                    f"multi_jobs_kwargs_list[{i}] is {type(entry).__name__}; each entry must be a dict of "
+                    "keyword arguments or a list/tuple of positional arguments"
+                )
+            if signature is not None:
+                try:
+                    signature.bind(*args, **kwargs)
+                except TypeError as err:
+                    where = f"job {i} of " if self.is_multi else ""
+                    raise ConfigurationError(
+                        f"{where}{self.name}{signature}: {err} (arguments given: "
+                        f"{len(args)} positional, keywords {sorted(kwargs)})"
+                    ) from None
+            key = self._key_for(lookup, i)
+            if key in seen:
+                raise ConfigurationError(
+                    f"multi_jobs_kwargs_list entries {seen[key]} and {i} give the same job key {key[:12]} "
+                    f"(identical kwargs {lookup!r}); remove the duplicate or pass job_key=callable"
+                )
+            seen[key] = i
+            specs.append((key, lookup, args, kwargs))
+        return specs
+
+    # --- properties ------------------------------------------------------------------------
+    @property
+    def runtime(self):
+        if self._runtime is None:
+            self._runtime = get_runtime()
+        return self._runtime
+
+    @property
+    def workflow(self):
+        return self._workflow
+
+    @property
+    def workflow_id(self) -> str | None:
+        return self._workflow.internal_id if self._workflow is not None else None
+
+    @property
+    def queue(self) -> str:
+        return self._queue or getattr(self._workflow, "queue", None) or self.runtime.settings.queue
+
+    @property
+    def executor_name(self) -> str:
+        return self._executor or getattr(self._workflow, "executor", None) or self.runtime.settings.executor
+
+    # --- submission ------------------------------------------------------------------------
+    def _serialize_args(self, args: tuple, kwargs: dict) -> bytes:
+        try:
+            return serialization.dumps((args, kwargs))
+        except Exception as err:
+            named = [(f"#{i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+            for arg_name, value in named:
+                try:
+                    serialization.dumps(value)
+                except Exception as inner:
+                    raise ConfigurationError(
+                        f"{self.name}: " + serialization.describe_unpicklable(arg_name, value, inner)
+                    ) from None
+            raise ConfigurationError(f"{self.name}: arguments cannot be serialized: {err}") from None
+
+    def init_async_result(self) -> AsyncResult:
+        if self._async is None:
+            self._async = AsyncResult(self, name=self.name, map_results=self.map_results,
+                                      multi_jobs_kwargs_list=self.multi_jobs_kwargs_list)
+        return self._async
+
+    def _cache_scope(self) -> str | None:
+        """Where this work's results are cached: same driver, same function code; None when not cached."""
+        enabled = self.cache if self.cache is not None else self.runtime.settings.cache_enabled
+        identity = getattr(self._workflow, "cache_identity", lambda: None)() if self._workflow is not None else None
+        if not enabled or identity is None:
+            return None
+        from .result_cache import code_hash
+
+        return hashlib.sha256(f"{identity}:{code_hash(self._func)}".encode()).hexdigest()
+
+    def _build_jobs(self, executor, skip: set[str] | frozenset = frozenset()) -> list[Job]:
+        try:
+            func_bytes = serialization.dumps_function(self._func)
+        except Exception as err:
+            raise ConfigurationError(f"function {self.name} cannot be serialized with cloudpickle: {err}") from None
+        digest = hashlib.sha256(func_bytes).hexdigest()
+        source = None
+        if executor.ships_source and self._workflow is not None:
+            source = self._workflow.source_ref()
+        secret = self.runtime.secret
+        queue = self.queue
+        walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
+        jobs = []
+        for key, _lookup, args, kwargs in self._jobs_spec:
+            if key in skip:
+                continue
+            payload = JobPayload(
+                func=func_bytes, func_digest=digest, args=self._serialize_args(args, kwargs), source=source,
+                init_env=self.init_env, container_options=self.container_options, max_walltime=walltime,
+                name=self.name,
+            )
+            job_id = new_id()
+            data = encode_payload("job", payload, secret, workflow_id=self.workflow_id, work_id=self.internal_id,
+                                  job_key=key, attempt=1, id=job_id)
+            jobs.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id, job_key=key,
+                            attempt=1, data=data, queue=queue, core_count=self.core_count,
+                            total_memory=self.total_memory, max_walltime=walltime))
+        return jobs
+
+    def submit(self) -> str:
+        """Dispatch every job; results gather in this work's AsyncResult.  Returns the work id."""
+        if self.status != NEW:
+            raise RuntimeError(f"work {self.name} was already submitted")
+        executor = self.runtime.executor(self.executor_name)
+        self._scope = self._cache_scope()
+        cached = self.runtime.result_cache.get_many(self._scope, self.job_keys) if self._scope else {}
+        jobs = self._build_jobs(executor, skip=cached.keys()) if len(cached) < len(self.job_keys) else []
+        result = self.init_async_result()
+        result.subscribe()
+        if self._workflow is not None and hasattr(self._workflow, "parents_of"):
+            self.parents = self._workflow.parents_of([self.args, self.kwargs, self.pre_kwargs,
+                                                      self.multi_jobs_kwargs_list])
+        self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
+            "name": self.name, "executor": self.executor_name, "queue": self.queue,
+            "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
+            "parents": self.parents,
+            "max_walltime": jobs[0].max_walltime if jobs else None,
+        }))
+        self.status = RUNNING
+        self._jobs = {job.job_key: job for job in jobs}
+        if cached:
+            logger.info("work %s: %d of %d results reused from the result cache", self.name, len(cached),
+                        len(self.job_keys))
+            for key, raw in cached.items():
+                result._record(key, pickle.loads(raw), cached=True)
+        if jobs:
+            self._dispatch(executor, jobs)
+        return self.internal_id
+
+    def _dispatch(self, executor, jobs: list[Job]) -> None:
+        futures = executor.submit_many(jobs)
+        self._futures.extend(futures)
+        for job, future in zip(jobs, futures):
+            future.add_done_callback(functools.partial(self._on_dispatch_done, job))
+
+    def _on_control(self, control: Control) -> None:
+        """The server asks for a lost job to run again: resubmit it with the attempt number it gives."""
+        if control.action != RETRY:
+            logger.debug("work %s ignores control %s", self.name, control.action)
+            return
+        job = self._jobs.get(control.job_key or "")
+        if job is None or (self._async is not None and job.job_key in self._async.outcomes):
+            return
+        if control.attempt <= job.attempt:
+            return
+        env, payload = decode_payload(job.data, self.runtime.secret, "job")
+        data = encode_payload("job", payload, self.runtime.secret, workflow_id=env.workflow_id,
+                              work_id=env.work_id, job_key=env.job_key, attempt=control.attempt, id=new_id())
+        retry = dataclasses.replace(job, attempt=control.attempt, data=data)
+        self._jobs[job.job_key] = retry
+        logger.warning("retrying job %s of work %s (attempt %d): %s", job.job_key, self.name,
+                       control.attempt, control.reason)
+        self._dispatch(self.runtime.executor(self.executor_name), [retry])
+
+    def _on_dispatch_done(self, job: Job, future: Future) -> None:
+        """A job the executor could not run still ends with a failure result: nothing is lost."""
+        if future.cancelled():
+            exc: BaseException = WorkCancelled(f"job {job.job_key} of work {self.name} was cancelled before it ran")
+        else:
+            exc = future.exception()
+            if exc is None:
+                return
+        from .runner import failure_message
+
+        logger.warning("job %s of work %s did not run: %s", job.job_key, self.name, exc)
+        self.runtime.bus.publish(results_destination(job.work_id), failure_message(job.data, exc, self.runtime.secret))
+
+    def _on_outcome(self, outcome: Outcome, raw: bytes | None = None) -> None:
+        if outcome.ok and self._workflow is not None and hasattr(self._workflow, "note_result"):
+            self._workflow.note_result(outcome.value, self.internal_id)
+        if outcome.cached:
+            self.runtime.emit(Event("job_finished", self.workflow_id, self.internal_id, outcome.key,
+                                    data={"worker": "result-cache", "cached": True}))
+        elif outcome.ok and raw is not None and self._scope is not None:
+            self.runtime.result_cache.put(self._scope, outcome.key, raw)
+        if self._async is not None and self._async.is_all_results_available and self.status == RUNNING:
+            if self._scope is not None:
+                self.runtime.result_cache.flush()
+            status = self.get_status()
+            self.runtime.emit(Event("work_finished", self.workflow_id, self.internal_id, data={"status": status}))
+
+    # --- status and results ----------------------------------------------------------------
+    def get_status(self) -> str:
+        if self.status in (NEW, CANCELLED) or self._async is None:
+            return self.status
+        r = self._async
+        if not r.is_all_results_available:
+            return RUNNING
+        if r.is_finished:
+            return FINISHED
+        return FAILED if r.is_failed else SUBFINISHED
+
+    def cancel(self) -> int:
+        """Drop the jobs that have not started; each ends with a 'cancelled' failure.  Returns how many."""
+        n = sum(1 for f in self._futures if f.cancel())
+        if self.status == RUNNING:
+            self.status = CANCELLED
+        return n
+
+    def is_terminated(self) -> bool:
+        return self._async is not None and self._async.is_terminated
+
+    def is_finished(self) -> bool:
+        return self.get_status() == FINISHED
+
+    def is_subfinished(self) -> bool:
+        return self.get_status() == SUBFINISHED
+
+    def is_failed(self) -> bool:
+        return self.get_status() == FAILED
+
+    def wait_results(self, timeout: float | None = None):
+        """Block for the results (list, MapResult or value); raises TimeoutError if they are late."""
+        if self._async is None:
+            raise RuntimeError(f"work {self.name} has not been submitted; call submit() first")
+        try:
+            return self._async.wait_results(timeout=timeout)
+        finally:
+            if self._async.is_all_results_available:
+                self._async.stop()
+
+    def get_results(self):
+        return self._async.get_results() if self._async is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Work {self.name} {self.internal_id[:8]} jobs={len(self.job_keys)} status={self.get_status()}>"
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)[:200]
+
+
+def work(func=None, *, workflow=None, pre_kwargs=None, name=None, return_work=False, map_results=False,
+         lazy=False, init_env=None, no_wraps=False, container_options=None, job_key=None, post_script=None,
+         max_walltime=None, core_count=1, total_memory=4000, executor=None, queue=None, cache=None):
+    """Make a function run as jobs: one per ``multi_jobs_kwargs_list`` (alias ``group_kwargs``) entry."""
+    if func is None:
+        return functools.partial(
+            work, workflow=workflow, pre_kwargs=pre_kwargs, name=name, return_work=return_work,
+            map_results=map_results, lazy=lazy, init_env=init_env, no_wraps=no_wraps,
+            container_options=container_options, job_key=job_key, post_script=post_script,
+            max_walltime=max_walltime, core_count=core_count, total_memory=total_memory, executor=executor,
+            queue=queue, cache=cache)
+    _check_callable(func, "work")
+    if _ignored("WORK"):
+        return func
+    options = dict(pre_kwargs=pre_kwargs, name=name, map_results=map_results, init_env=init_env,
+                   container_options=container_options, job_key=job_key, post_script=post_script,
+                   max_walltime=max_walltime, core_count=core_count, total_memory=total_memory,
+                   executor=executor, queue=queue, cache=cache)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        multi = kwargs.pop("multi_jobs_kwargs_list", _UNSET)
+        group = kwargs.pop("group_kwargs", _UNSET)
+        if multi is not _UNSET and group is not _UNSET:
+            raise ConfigurationError("pass multi_jobs_kwargs_list or its alias group_kwargs, not both")
+        multi = group if multi is _UNSET else multi
+        wf = kwargs.pop("workflow", None) or workflow or current_workflow()
+        w = Work(func, args=args, kwargs=kwargs, multi_jobs_kwargs_list=None if multi is _UNSET else multi,
+                 workflow=wf, **options)
+        if return_work:
+            return w
+        if wf is not None:
+            wf.add_work(w)
+        w.submit()
+        timeout = w.runtime.settings.result_timeout or None
+        return w.wait_results(timeout=timeout)
+
+    wrapper.__iworkflow_work__ = options  # type: ignore[attr-defined]
+    return wrapper

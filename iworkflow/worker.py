@@ -1,0 +1,314 @@
+"""The broker worker: takes jobs from ``jobs.<queue>`` and runs them through the local job runner.
+
+A job message is acked only after its result is published, so a worker that dies loses nothing: the
+broker hands the message to another worker.  Prefetch = ``PREFETCH_PER_SLOT`` x slots keeps the next
+job of each slot already here when the running one ends, without hoarding the queue.  Detached workflow drivers (which wait for their own works) are moved
+to ``jobs.<queue>.drivers`` and run outside the slot count, so a driver never starves its works.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from . import serialization
+from .bus.base import Bus, Delivery, Subscription
+from .config import Settings
+from .envelope import Envelope, decode, peek_header
+from .errors import InvalidMessage, JobLostError, WorkCancelled
+from .messages import (
+    CANCEL,
+    CONTROL_TOPIC,
+    EVENTS_TOPIC,
+    HOLDERS_TOPIC,
+    Control,
+    Event,
+    Job,
+    JobPayload,
+    decode_payload,
+    encode_event,
+    jobs_destination,
+    results_destination,
+)
+from .runner import failure_message
+
+logger = logging.getLogger(__name__)
+
+DRIVER_SUFFIX = ".drivers"
+REMEMBERED = 10000
+PREFETCH_PER_SLOT = 2
+
+
+@dataclass(eq=False)
+class _Held:
+    """A job this worker took from the broker and has not settled yet."""
+
+    delivery: Delivery
+    env: Envelope
+    job: Job
+    future: Future | None = None
+    driver: bool = False
+    since: float = field(default_factory=time.time)
+
+
+class _Recent(OrderedDict):
+    """An insertion-ordered map that forgets its oldest entries past ``REMEMBERED``."""
+
+    def remember(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > REMEMBERED:
+            self.popitem(last=False)
+
+
+def _is_driver(payload: JobPayload, cache: dict[str, bool]) -> bool:
+    """A detached workflow's driver job is the library's own ``_run_detached`` shipped by reference."""
+    found = cache.get(payload.func_digest)
+    if found is None:
+        from .workflow import _run_detached
+
+        try:
+            found = serialization.loads(payload.func) is _run_detached
+        except Exception:  # noqa: BLE001 - the runner reports an unloadable function as the job's failure
+            found = False
+        cache[payload.func_digest] = found
+    return found
+
+
+class Worker:
+    """Serves one job queue with ``slots`` runner processes (plus ``driver_slots`` for drivers)."""
+
+    def __init__(self, settings: Settings, bus: Bus, queue: str | None = None, slots: int | None = None,
+                 driver_slots: int = 4, name: str | None = None):
+        from .executors.local import LocalExecutor
+
+        self.settings = settings
+        self.bus = bus
+        self.secret = settings.secret_bytes
+        self.queue = queue or settings.queue
+        self.slots = slots or settings.effective_slots
+        self.driver_slots = max(1, driver_slots)
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # the heartbeat sent when a job is accepted stands for its job_started event
+        self.jobs = LocalExecutor(settings, bus, slots=self.slots, started_events=False)
+        self.drivers = LocalExecutor(settings, bus, slots=self.driver_slots, started_events=False)
+        self._lock = threading.Lock()
+        self._held: dict[str, _Held] = {}
+        self._cancelled: _Recent = _Recent()
+        self._holders: _Recent = _Recent()
+        self._driver_funcs: dict[str, bool] = {}
+        self._subs: list[Subscription] = []
+        self._stopping = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self.served = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._subs.append(self.bus.subscribe(CONTROL_TOPIC, self._on_control))
+        self._subs.append(self.bus.subscribe(HOLDERS_TOPIC, self._on_holder))
+        self._subs.append(self.bus.consume(jobs_destination(self.queue) + DRIVER_SUFFIX, self._on_driver,
+                                           prefetch=self.driver_slots))
+        self._subs.append(self.bus.consume(jobs_destination(self.queue), self._on_job,
+                                           prefetch=self.slots * PREFETCH_PER_SLOT))
+        threading.Thread(target=self._heartbeat_loop, name="iworkflow-worker-heartbeat", daemon=True).start()
+        logger.info("worker %s serving %s with %d slot(s) (+%d for drivers)", self.name,
+                    jobs_destination(self.queue), self.slots, self.driver_slots)
+
+    def stop(self, grace: float | None = None) -> bool:
+        """Stop taking jobs, requeue the ones not started, finish the running ones; False if grace ran out."""
+        self._stopping.set()
+        for sub in self._subs:
+            sub.cancel()
+        with self._lock:
+            held = list(self._held.values())
+        for h in held:
+            if h.future is not None and h.future.cancel():
+                logger.info("requeueing job %s (not started)", h.env.job_key)
+        deadline = None if grace is None else time.monotonic() + grace
+        with self._idle:
+            while self._held:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    logger.error("worker %s: %d job(s) still running after %.0fs; leaving them to the broker",
+                                 self.name, len(self._held), grace)
+                    return False
+                self._idle.wait(0.5 if remaining is None else min(0.5, remaining))
+        self.jobs.shutdown(wait=True)
+        self.drivers.shutdown(wait=True)
+        return True
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def _verify(self, delivery: Delivery) -> tuple[Envelope, JobPayload] | None:
+        """A message that fails its signature or shape is dead-lettered, never unpickled."""
+        try:
+            return decode_payload(delivery.body, self.secret, "job")
+        except InvalidMessage as err:
+            try:
+                where = peek_header(delivery.body)
+                what = f"job {where.get('job_key')} of work {where.get('work_id')}"
+            except InvalidMessage:
+                what = "an unreadable message"
+            logger.error("worker %s dead-letters %s from %s: %s", self.name, what, delivery.destination, err)
+            delivery.reject(requeue=False)
+            return None
+
+    def _on_job(self, delivery: Delivery) -> None:
+        checked = self._verify(delivery)
+        if checked is None:
+            return
+        env, payload = checked
+        if _is_driver(payload, self._driver_funcs):
+            # move it out of the slot queue: publish first, then ack (at-least-once)
+            self.bus.publish(jobs_destination(self.queue) + DRIVER_SUFFIX, delivery.body)
+            delivery.ack()
+            return
+        self._accept(delivery, env, payload, driver=False)
+
+    def _on_driver(self, delivery: Delivery) -> None:
+        checked = self._verify(delivery)
+        if checked is not None:
+            self._accept(delivery, *checked, driver=True)
+
+    def _accept(self, delivery: Delivery, env: Envelope, payload: JobPayload, driver: bool) -> None:
+        if self._stopping.is_set():
+            delivery.reject(requeue=True)
+            return
+        if self._is_cancelled(env):
+            self._finish_without_running(delivery, env, WorkCancelled(
+                f"job {env.job_key} of workflow {env.workflow_id} was cancelled before it ran"))
+            return
+        deliveries = delivery.delivery_count
+        if deliveries > self.settings.max_attempt:
+            holders = sorted(self._holders.get((env.work_id, env.job_key), ())) or ["not seen by this worker"]
+            self._finish_without_running(delivery, env, JobLostError(
+                f"job {env.job_key} of work {env.work_id} was delivered {deliveries - 1} time(s) and each time "
+                f"the worker holding it was lost (last seen on: {', '.join(holders)}); giving up after "
+                f"max_attempt={self.settings.max_attempt}"))
+            return
+        job = Job(id=env.id, workflow_id=env.workflow_id or "", work_id=env.work_id or "",
+                  job_key=env.job_key or "", attempt=env.attempt, data=delivery.body, queue=self.queue,
+                  max_walltime=payload.max_walltime)
+        held = _Held(delivery, env, job, driver=driver)
+        with self._lock:
+            self._held[env.id] = held
+        self._announce(held)
+
+    def _run(self, held: _Held, err: BaseException | None) -> None:
+        """The broker has our holder notice (or refused it): hand the job to a runner process."""
+        if err is not None:
+            logger.warning("holder notice for job %s not confirmed: %s", held.env.job_key, err)
+        try:
+            held.future = (self.drivers if held.driver else self.jobs).submit(held.job)
+        except Exception as exc:  # noqa: BLE001 - e.g. stopping: the broker hands the job to another worker
+            logger.warning("job %s not started here (%s); requeued", held.env.job_key, exc)
+            held.delivery.reject(requeue=True)
+            with self._idle:
+                self._held.pop(held.env.id, None)
+                self._idle.notify_all()
+            return
+        held.future.add_done_callback(lambda f, h=held: self._on_done(h, f))
+
+    def _on_done(self, held: _Held, future: Future) -> None:
+        """The result is published (the runner's executor did it): now the broker may forget the job."""
+        try:
+            if future.cancelled() and self._is_cancelled(held.env):
+                self._finish_without_running(held.delivery, held.env, WorkCancelled(
+                    f"job {held.env.job_key} of workflow {held.env.workflow_id} was cancelled before it ran"))
+            elif future.cancelled():
+                held.delivery.reject(requeue=True)
+            elif future.exception() is not None:
+                logger.error("job %s could not run here (%s); requeued", held.env.job_key, future.exception())
+                held.delivery.reject(requeue=True)
+            else:
+                held.delivery.ack()
+                self.served += 1
+        finally:
+            with self._idle:
+                self._held.pop(held.env.id, None)
+                self._idle.notify_all()
+
+    def _finish_without_running(self, delivery: Delivery, env: Envelope, exc: BaseException) -> None:
+        logger.warning("worker %s: %s", self.name, exc)
+        self.bus.publish(results_destination(env.work_id or ""), failure_message(delivery.body, exc, self.secret))
+        delivery.ack()
+
+    # --- cancel, heartbeats, holders -----------------------------------------------------------
+    def _is_cancelled(self, env: Envelope) -> bool:
+        return (("workflow", env.workflow_id) in self._cancelled) or (("work", env.work_id) in self._cancelled)
+
+    def _on_control(self, delivery: Delivery) -> None:
+        try:
+            env = decode(delivery.body, self.secret)
+            if env.kind != "control":
+                raise InvalidMessage(f"expected a control message, got {env.kind!r}")
+            control = Control.from_envelope(env)
+        except InvalidMessage as err:
+            logger.error("worker %s ignores a control message: %s", self.name, err)
+            return
+        if control.action != CANCEL:
+            return
+        if control.workflow_id:
+            self._cancelled.remember(("workflow", control.workflow_id), time.time())
+        if control.work_id:
+            self._cancelled.remember(("work", control.work_id), time.time())
+        with self._lock:
+            targets = [h for h in self._held.values() if self._is_cancelled(h.env)]
+        running: set[str] = set()
+        for h in targets:
+            if h.future is not None and h.future.cancel():
+                continue  # _on_done requeues it; the next delivery finds it cancelled and fails it
+            running.add(h.env.id)
+            self.bus.publish(results_destination(h.env.work_id or ""), failure_message(
+                h.delivery.body, WorkCancelled(f"job {h.env.job_key} was stopped: {control.reason or 'cancelled'}"),
+                self.secret))
+        if running:
+            killed = self.jobs.kill_running(running) + self.drivers.kill_running(running)
+            logger.warning("worker %s stopped %d running job(s) of a cancelled workflow", self.name, killed)
+
+    def _on_holder(self, delivery: Delivery) -> None:
+        """Remember which workers held which jobs, to name them if a job keeps losing its worker."""
+        try:
+            env = decode(delivery.body, self.secret)
+            event = Event.from_json(env.body)
+        except InvalidMessage:
+            return
+        if event.type not in ("job_heartbeat", "job_started"):
+            return
+        key = (event.work_id, event.job_key)
+        workers = set(self._holders.get(key, ()))
+        workers.add(str(event.data.get("worker", "?")))
+        self._holders.remember(key, workers)
+
+    def _heartbeat_message(self, held: _Held) -> bytes:
+        event = Event("job_heartbeat", held.env.workflow_id, held.env.work_id, held.env.job_key, held.env.attempt,
+                      data={"worker": self.name})
+        return encode_event(event, self.secret)
+
+    def _heartbeat(self, held: _Held, message: bytes | None = None) -> None:
+        try:
+            self.bus.broadcast_async(EVENTS_TOPIC, message or self._heartbeat_message(held))
+        except Exception as err:  # noqa: BLE001 - a missed heartbeat must not stop the job
+            logger.warning("heartbeat for job %s not sent: %s", held.env.job_key, err)
+
+    def _announce(self, held: _Held) -> None:
+        """Tell the other workers we hold this job; it runs once the broker has the notice, so a job that
+        kills this worker at once is still pinned on it.  The same signed heartbeat goes to the server."""
+        message = self._heartbeat_message(held)
+        self._heartbeat(held, message)
+        try:
+            self.bus.broadcast_async(HOLDERS_TOPIC, message, lambda err: self._run(held, err))
+        except Exception as err:  # noqa: BLE001 - the job runs even if nobody can be told
+            self._run(held, err)
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.5, self.settings.heartbeat_interval)
+        while not self._stopping.wait(interval):
+            with self._lock:
+                running = [h for h in self._held.values() if h.future is not None and h.future.running()]
+            for held in running:
+                self._heartbeat(held)

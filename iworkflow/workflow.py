@@ -1,0 +1,279 @@
+"""Workflow: the driver function whose work calls become jobs, run here or detached as a job itself."""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import inspect
+import logging
+import os
+import threading
+from typing import Any, Callable
+
+from . import context
+from .errors import ConfigurationError
+from .ids import new_id
+from .messages import Event, SourceRef
+from .runtime import get_runtime
+from .work import Work, _check_callable, _ignored
+
+logger = logging.getLogger(__name__)
+
+
+def _default_source_dir(func: Callable | None) -> str | None:
+    if func is None:
+        return None
+    try:
+        path = inspect.getsourcefile(func)
+    except TypeError:
+        return None
+    if not path or not os.path.isfile(path):
+        return None
+    return os.path.dirname(os.path.abspath(path))
+
+
+class Workflow:
+    """A run of a driver function: its id, its source tree and the works it submits."""
+
+    def __init__(self, func: Callable | None = None, service=None, source_dir=None, local: bool = False,
+                 distributed: bool = True, pre_kwargs=None, args=None, kwargs=None, multi_jobs_kwargs_list=None,
+                 current_job_kwargs=None, name: str | None = None, init_env: str | None = None,
+                 is_unique_func_name: bool = False, max_walltime: float = 24 * 3600, core_count: int = 1,
+                 total_memory: int = 4000, container_options=None, exclude_source_files=None, clean_env=None,
+                 queue: str | None = None, site: str | None = None, cloud: str | None = None,
+                 max_attempt: int = 5, executor: str | None = None, source_dir_parent_level=None,
+                 post_script=None):
+        if func is not None:
+            _check_callable(func, "workflow")
+        self._func = func
+        self.service = service
+        self.local = local
+        self.distributed = distributed
+        self.pre_kwargs = dict(pre_kwargs or {})
+        self.args = tuple(args or ())
+        self.kwargs = dict(kwargs or {})
+        self.init_env = init_env
+        self.container_options = container_options
+        self.exclude_source_files = list(exclude_source_files or [])
+        self.clean_env = clean_env
+        self.post_script = post_script
+        self._source_dir = source_dir or _default_source_dir(func)
+        if source_dir_parent_level and self._source_dir:
+            for _ in range(int(source_dir_parent_level)):
+                self._source_dir = os.path.dirname(self._source_dir)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S")
+        self._name = name or f"{getattr(func, '__name__', 'workflow')}_{stamp}"
+        self._explicit_name = bool(name)
+        self.internal_id = new_id()
+        self.parent_id: str | None = None
+        self.queue = queue
+        self.site = site
+        self.cloud = cloud
+        self.core_count = core_count
+        self.total_memory = total_memory
+        self.max_walltime = max_walltime
+        self.max_attempt = max_attempt
+        self.executor = executor
+        self.works: list[Work] = []
+        self._source: SourceRef | None = None
+        self._source_lock = threading.Lock()
+        self._token = None
+        self._detached_work: Work | None = None
+        self._produced: dict[int, tuple[Any, str]] = {}
+
+    # --- iDDS-compatible properties --------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def request_id(self) -> str:
+        return self.internal_id
+
+    @property
+    def source_dir(self) -> str | None:
+        return self._source_dir
+
+    def cache_identity(self) -> str | None:
+        """What makes a re-run 'the same driver' for the result cache: its function's code, or a given name."""
+        if self._func is not None:
+            from .result_cache import code_hash
+
+            return code_hash(self._func)
+        return f"name:{self._name}" if self._explicit_name else None
+
+    # --- source cache ----------------------------------------------------------------------
+    def source_ref(self) -> SourceRef | None:
+        """Pack the source tree into the source cache once per run (identical trees are stored once)."""
+        if self._source is None and self._source_dir:
+            with self._source_lock:
+                if self._source is None:
+                    settings = get_runtime().settings
+                    store = _source_store(settings)
+                    digest = store.add_tree(self._source_dir, self.exclude_source_files, settings.max_source_mb)
+                    self._source = SourceRef(digest=digest, store=store.location)
+        return self._source
+
+    def prepare(self) -> "Workflow":
+        self.source_ref()
+        return self
+
+    # --- running ---------------------------------------------------------------------------
+    def add_work(self, work: Work) -> None:
+        self.works.append(work)
+
+    def note_result(self, value: Any, work_id: str) -> None:
+        """Remember which work produced a value, to draw work -> work edges when it is passed on."""
+        if _traceable(value):
+            self._produced[id(value)] = (value, work_id)
+
+    def parents_of(self, values: Any) -> list[str]:
+        """Ids of earlier works whose results (or MapResult/Work) appear among these arguments."""
+        found: list[str] = []
+        stack, seen = [values], 0
+        while stack and seen < 10_000:
+            value = stack.pop()
+            seen += 1
+            work_id = None
+            if isinstance(value, Work):
+                work_id = value.internal_id
+            elif getattr(value, "_work_id", None):
+                work_id = value._work_id
+            elif _traceable(value) and id(value) in self._produced and self._produced[id(value)][0] is value:
+                work_id = self._produced[id(value)][1]
+            if work_id is not None:
+                if work_id not in found:
+                    found.append(work_id)
+                continue
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, (list, tuple)):
+                stack.extend(value)
+        return found
+
+    def __enter__(self) -> "Workflow":
+        parent = context.current_workflow()
+        if parent is not None and parent is not self:
+            self.parent_id = parent.internal_id
+        self._token = context.push(self)
+        get_runtime().emit(Event("workflow_started", self.internal_id, data={
+            "name": self.name, "parent_id": self.parent_id, "local": self.local}))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._token is not None:
+            context.pop(self, self._token)
+            self._token = None
+        status = "finished" if exc is None else "failed"
+        data: dict[str, Any] = {"status": status}
+        if exc is not None:
+            data["error"] = f"{type(exc).__name__}: {exc}"
+        get_runtime().emit(Event("workflow_finished", self.internal_id, data=data))
+
+    def run(self) -> Any:
+        """Run the driver function here, with this workflow current; returns the function's value."""
+        if self._func is None:
+            raise ConfigurationError("this Workflow has no function to run; pass func=")
+        with self:
+            return self._func(*self.args, **{**self.pre_kwargs, **self.kwargs})
+
+    def submit(self) -> str:
+        """Run the driver itself as a job (detached); returns the workflow (request) id at once."""
+        if self._func is None:
+            raise ConfigurationError("this Workflow has no function to submit; pass func=")
+        if self._detached_work is not None:
+            raise RuntimeError(f"workflow {self.name} was already submitted")
+        w = Work(_run_detached, args=(self,), name=f"{self.name}.driver", workflow=self, init_env=self.init_env,
+                 container_options=self.container_options, max_walltime=self.max_walltime,
+                 core_count=self.core_count, total_memory=self.total_memory, cache=False)
+        self._detached_work = w
+        w.submit()
+        return self.internal_id
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """For a detached workflow: wait for the driver job and return its value (or raise its error)."""
+        if self._detached_work is None:
+            raise RuntimeError(f"workflow {self.name} was not submitted; use submit() or call it with local=False")
+        return self._detached_work.wait_results(timeout=timeout)
+
+    result = wait
+
+    def close(self) -> None:
+        for w in self.works:
+            if w._async is not None:
+                w._async.stop()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["works"] = []
+        state["_source_lock"] = None
+        state["_token"] = None
+        state["_detached_work"] = None
+        state["_produced"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._source_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name} {self.internal_id}>"
+
+
+def _traceable(value: Any) -> bool:
+    """Values whose identity can say where they came from (not None, bools, small ints or short strings)."""
+    if value is None or isinstance(value, (bool, int)):
+        return False
+    return not (isinstance(value, str) and len(value) < 64)
+
+
+def _source_store(settings):
+    if settings.server_url:
+        from .source_http import HttpSourceStore
+
+        return HttpSourceStore(settings.server_url, token=settings.token)
+    from .source_cache import SourceStore
+
+    return SourceStore(settings.store_path)
+
+
+def _run_detached(wf: Workflow) -> Any:
+    """The job body of a detached workflow: the driver runs on a worker with its workflow current."""
+    wf.local = True
+    return wf.run()
+
+
+def workflow(func=None, *, local=False, service=None, source_dir=None, primary=False, queue=None, site=None,
+             cloud=None, max_walltime=24 * 3600, distributed=True, init_env=None, pre_kwargs=None,
+             return_workflow=False, no_wraps=False, source_dir_parent_level=None, exclude_source_files=None,
+             enable_separate_log=False, clean_env=None, core_count=1, total_memory=4000, container_options=None,
+             max_attempt=5, name=None, post_script=None, executor=None):
+    """Mark a driver function.  ``local=True`` runs it here and returns its value; ``local=False``
+    submits it as a job and returns the Workflow at once; ``return_workflow=True`` returns it unrun."""
+    options = dict(local=local, service=service, source_dir=source_dir, queue=queue, site=site, cloud=cloud,
+                   max_walltime=max_walltime, distributed=distributed, init_env=init_env, pre_kwargs=pre_kwargs,
+                   source_dir_parent_level=source_dir_parent_level, exclude_source_files=exclude_source_files,
+                   clean_env=clean_env, core_count=core_count, total_memory=total_memory,
+                   container_options=container_options, max_attempt=max_attempt, name=name,
+                   post_script=post_script, executor=executor)
+    if func is None:
+        return functools.partial(workflow, return_workflow=return_workflow, **options)
+    _check_callable(func, "workflow")
+    if _ignored("WORKFLOW"):
+        return func
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        wf = Workflow(func, args=args, kwargs=kwargs, **options)
+        if return_workflow:
+            return wf
+        if local:
+            return wf.run()
+        wf.submit()
+        return wf
+
+    wrapper.__iworkflow_workflow__ = options  # type: ignore[attr-defined]
+    return wrapper

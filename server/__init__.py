@@ -1,0 +1,1 @@
+"""The iworkflow server: DAG records, failure monitor, REST API and dashboard."""

@@ -1,0 +1,208 @@
+"""The REST API (FastAPI): workflows, works, jobs, the DAG, logs, cancel, and the HTTP source cache."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+
+from iworkflow import serialization
+from iworkflow.bus.base import Bus
+from iworkflow.errors import ErrorInfo, WorkCancelled
+from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, JobMetrics, ResultPayload, results_destination
+from iworkflow.runner import result_message
+from iworkflow.source_cache import SourceStore
+
+from . import queries
+from .auth import TokenPolicy
+from .db import Database
+from .models import CANCELLED, JOB_TERMINAL, WORK_TERMINAL, JobRecord, WorkRecord
+from .schemas import CancelResult, Dag, JobLog, JobOut, SourceStored, WorkDetail, WorkflowDetail, WorkflowOut, WorkOut
+
+logger = logging.getLogger(__name__)
+
+DASHBOARD = Path(__file__).with_name("dashboard")
+
+
+@dataclass
+class ApiContext:
+    """What the API handlers share: the database, the bus (for control messages) and the source store."""
+
+    db: Database
+    bus: Bus
+    secret: bytes
+    store: SourceStore
+    policy: TokenPolicy
+    max_source_bytes: int = 200 * 2**20
+
+
+def _digest_ok(digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            f"{digest!r} is not a sha256 digest: expected 64 lower-case hex characters")
+    return digest
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """Build the FastAPI application around a context; the OpenAPI schema is at /openapi.json."""
+    app = FastAPI(title="iworkflow server", version="1", description="DAG records, monitor, source cache.")
+    read = [Depends(ctx.policy.require_read)]
+    write = [Depends(ctx.policy.require_write)]
+    api = APIRouter(prefix="/api")
+
+    @app.exception_handler(queries.NotFound)
+    async def _not_found(_request: Request, exc: queries.NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @api.get("/health")
+    def health() -> dict:
+        return {"ok": True, "time": time.time()}
+
+    @api.get("/workflows", dependencies=read, response_model=list[WorkflowOut])
+    def list_workflows(status_: str | None = Query(None, alias="status"), limit: int = Query(50, ge=1, le=1000),
+                       offset: int = Query(0, ge=0)):
+        with ctx.db.session() as s:
+            return queries.list_workflows(s, status_, limit, offset)
+
+    @api.get("/workflows/{ref}", dependencies=read, response_model=WorkflowDetail)
+    def get_workflow(ref: str):
+        with ctx.db.session() as s:
+            return queries.workflow_detail(s, queries.resolve_workflow(s, ref))
+
+    @api.get("/workflows/{ref}/dag", dependencies=read, response_model=Dag)
+    def get_dag(ref: str):
+        with ctx.db.session() as s:
+            return queries.dag(s, queries.resolve_workflow(s, ref))
+
+    @api.post("/workflows/{ref}/cancel", dependencies=write, response_model=CancelResult)
+    def cancel_workflow(ref: str):
+        return _cancel(ctx, ref)
+
+    @api.get("/works", dependencies=read, response_model=list[WorkOut])
+    def list_works(workflow_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                   offset: int = Query(0, ge=0)):
+        with ctx.db.session() as s:
+            q = select(WorkRecord).order_by(WorkRecord.submitted_at.desc().nulls_last(), WorkRecord.id)
+            if workflow_id:
+                q = q.where(WorkRecord.workflow_id == queries.resolve_workflow(s, workflow_id).id)
+            works = s.scalars(q.limit(limit).offset(offset)).all()
+            counts = queries.work_counts(s, [w.id for w in works])
+            return [queries.work_out(w, counts.get(w.id, queries.Counts())) for w in works]
+
+    @api.get("/works/{ref}", dependencies=read, response_model=WorkDetail)
+    def get_work(ref: str):
+        with ctx.db.session() as s:
+            return queries.work_detail(s, queries.resolve_work(s, ref))
+
+    @api.get("/jobs", dependencies=read, response_model=list[JobOut])
+    def list_jobs(work_id: str | None = None, workflow_id: str | None = None, status_: str | None = Query(
+            None, alias="status"), limit: int = Query(200, ge=1, le=5000), offset: int = Query(0, ge=0)):
+        with ctx.db.session() as s:
+            q = select(JobRecord).order_by(JobRecord.id)
+            if work_id:
+                q = q.where(JobRecord.work_id == queries.resolve_work(s, work_id).id)
+            if workflow_id:
+                q = q.where(JobRecord.workflow_id == queries.resolve_workflow(s, workflow_id).id)
+            if status_:
+                q = q.where(JobRecord.status == status_)
+            return [queries.job_out(j) for j in s.scalars(q.limit(limit).offset(offset)).all()]
+
+    @api.get("/jobs/{ref}", dependencies=read, response_model=JobOut)
+    def get_job(ref: str):
+        with ctx.db.session() as s:
+            return queries.job_out(queries.resolve_job(s, ref))
+
+    @api.get("/jobs/{ref}/log", dependencies=read, response_model=JobLog)
+    def get_job_log(ref: str, tail: int = Query(200, ge=0, le=100000)):
+        with ctx.db.session() as s:
+            return queries.job_log(s, queries.resolve_job(s, ref), tail)
+
+    @api.head("/sources/{digest}", dependencies=read)
+    def has_source(digest: str) -> Response:
+        found = ctx.store.has(_digest_ok(digest))
+        return Response(status_code=status.HTTP_200_OK if found else status.HTTP_404_NOT_FOUND)
+
+    @api.get("/sources/{digest}", dependencies=read, response_class=Response,
+             responses={200: {"content": {"application/gzip": {}}}})
+    def get_source(digest: str) -> Response:
+        if not ctx.store.has(_digest_ok(digest)):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"source {digest} is not in this server's cache")
+        return Response(ctx.store.get(digest), media_type="application/gzip")
+
+    async def put_source(digest: str, request: Request, response: Response) -> SourceStored:
+        _digest_ok(digest)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > ctx.max_source_bytes:
+            raise HTTPException(413,
+                                f"source tarball of {declared} bytes exceeds the server limit of "
+                                f"{ctx.max_source_bytes} bytes (max_source_mb)")
+        body = await request.body()
+        if len(body) > ctx.max_source_bytes:
+            raise HTTPException(413,
+                                f"source tarball exceeds the server limit of {ctx.max_source_bytes} bytes")
+        actual = hashlib.sha256(body).hexdigest()
+        if actual != digest:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                f"body sha256 is {actual}, not {digest}: upload the tarball to the URL of its own hash")
+        created = ctx.store.put(digest, body)
+        response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return SourceStored(digest=digest, size=len(body), created=created)
+
+    for method in ("PUT", "POST"):
+        api.add_api_route("/sources/{digest}", put_source, methods=[method], dependencies=write,
+                          response_model=SourceStored, name=f"upload_source_{method.lower()}",
+                          openapi_extra={"requestBody": {"content": {"application/gzip": {}}, "required": True}})
+
+    app.include_router(api)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=DASHBOARD), name="static")
+    return app
+
+
+def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
+    """Mark the workflow's unfinished records cancelled, end their waiting calls, tell workers to stop."""
+    now = time.time()
+    ended: list[tuple[str | None, str, str, int]] = []
+    with ctx.db.session() as s, s.begin():
+        wf = queries.resolve_workflow(s, ref)
+        if wf.status not in WORK_TERMINAL:
+            wf.status = CANCELLED
+            wf.finished_at = wf.finished_at or now
+            wf.updated_at = now
+        final_status = wf.status
+        works = s.scalars(select(WorkRecord).where(WorkRecord.workflow_id == wf.id)).all()
+        for work in works:
+            if work.status not in WORK_TERMINAL:
+                work.status = CANCELLED
+                work.finished_at = now
+                work.updated_at = now
+        jobs = s.scalars(select(JobRecord).where(JobRecord.workflow_id == wf.id,
+                                                 JobRecord.status.not_in(JOB_TERMINAL))).all()
+        for job in jobs:
+            job.status = CANCELLED
+            job.error = "iworkflow.errors.WorkCancelled: cancelled through the server"
+            job.finished_at = now
+            job.updated_at = now
+            ended.append((job.workflow_id, job.work_id, job.job_key, job.attempt))
+        workflow_id = wf.id
+    ctx.bus.broadcast(CONTROL_TOPIC, Control(action=CANCEL, workflow_id=workflow_id,
+                                             reason="cancelled through the server").encode(ctx.secret))
+    for wf_id, work_id, key, attempt in ended:
+        message = f"job {key} was cancelled: workflow {workflow_id} was cancelled through the server"
+        error = ErrorInfo("iworkflow.errors.WorkCancelled", message,
+                          exception=serialization.dumps(WorkCancelled(message)))
+        payload = ResultPayload(ok=False, error=error, metrics=JobMetrics(now, now, "server", attempt))
+        header = {"workflow_id": wf_id, "work_id": work_id, "job_key": key, "attempt": attempt}
+        ctx.bus.publish(results_destination(work_id), result_message(header, payload, ctx.secret))
+    logger.warning("workflow %s cancelled (%d unfinished jobs)", workflow_id, len(ended))
+    return CancelResult(workflow_id=workflow_id, status=final_status, jobs_cancelled=len(ended))

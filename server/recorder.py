@@ -1,0 +1,364 @@
+"""The recorder: consumes the ``events`` stream and writes the DAG idempotently.
+
+It reads the durable queue ``events.server`` bound to the ``events`` topic (``Bus.subscribe_durable``),
+so events sent while the server is down wait for it, and it acks an event only once its batch is
+written: a server killed mid-batch gets those events again.
+
+Every non-heartbeat event is logged once under a digest of its content, so a redelivered or
+duplicated event changes nothing; job state only moves forward (the first terminal event wins,
+events of an older attempt never overwrite a newer one), so out-of-order events are harmless.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from iworkflow.bus.base import Bus, Delivery, Subscription
+from iworkflow.errors import InvalidMessage
+from iworkflow.messages import EVENTS_TOPIC, Event, decode_event
+
+from .db import Database
+from .models import (
+    CANCELLED,
+    JOB_TERMINAL,
+    QUEUED,
+    RUNNING,
+    UNKNOWN,
+    EventRecord,
+    JobRecord,
+    WorkEdge,
+    WorkflowRecord,
+    WorkRecord,
+)
+
+logger = logging.getLogger(__name__)
+
+JOB_EVENTS = ("job_started", "job_heartbeat", "job_finished", "job_failed")
+#: the name of the server's durable copy of the events topic (servers sharing a prefix share the queue)
+DURABLE_NAME = "server"
+TEXT_LIMIT = 16000
+
+
+def event_digest(event: Event) -> str:
+    """Content digest of an event: the same event delivered twice has the same digest."""
+    d = {"type": event.type, "workflow_id": event.workflow_id, "work_id": event.work_id,
+         "job_key": event.job_key, "attempt": event.attempt, "ts": event.ts, "data": event.data}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _clip(text: Any, limit: int = TEXT_LIMIT) -> str | None:
+    if text is None or text == "":
+        return None
+    s = str(text)
+    return s if len(s) <= limit else s[-limit:]
+
+
+def _min(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _workflow(session: Session, workflow_id: str | None, now: float) -> WorkflowRecord | None:
+    if not workflow_id:
+        return None
+    wf = session.get(WorkflowRecord, workflow_id)
+    if wf is None:
+        wf = WorkflowRecord(id=workflow_id, name="", status=UNKNOWN, updated_at=now)
+        session.add(wf)
+        session.flush()
+    return wf
+
+
+def _work(session: Session, work_id: str, workflow_id: str | None, now: float) -> WorkRecord:
+    work = session.get(WorkRecord, work_id)
+    if work is None:
+        _workflow(session, workflow_id, now)
+        work = WorkRecord(id=work_id, workflow_id=workflow_id or None, status=UNKNOWN, updated_at=now)
+        session.add(work)
+        session.flush()
+    elif work.workflow_id is None and workflow_id:
+        _workflow(session, workflow_id, now)
+        work.workflow_id = workflow_id
+    return work
+
+
+def _job(session: Session, work: WorkRecord, key: str, now: float) -> JobRecord:
+    job = session.scalar(select(JobRecord).where(JobRecord.work_id == work.id, JobRecord.job_key == key))
+    if job is None:
+        job = JobRecord(work_id=work.id, workflow_id=work.workflow_id, job_key=key, status=QUEUED, attempt=1,
+                        heartbeats=False, requeued=False, updated_at=now)
+        session.add(job)
+        session.flush()
+    return job
+
+
+def apply_event(session: Session, event: Event, now: float | None = None) -> bool:
+    """Write one event; returns False when it was already recorded (or carries nothing to record)."""
+    now = time.time() if now is None else now
+    if event.type == "job_heartbeat":
+        return _heartbeat(session, event, now)
+    digest = event_digest(event)
+    if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
+        return False
+    handler = _HANDLERS.get(event.type)
+    if handler is None:
+        logger.debug("event type %s is not recorded", event.type)
+        return False
+    handler(session, event, now)
+    data = event.data or {}
+    session.add(EventRecord(
+        digest=digest, type=event.type, workflow_id=event.workflow_id, work_id=event.work_id,
+        job_key=event.job_key, attempt=event.attempt, ts=event.ts, worker=_clip(data.get("worker"), 255),
+        message=_clip(data.get("error") or data.get("status") or data.get("reason"), 2000),
+    ))
+    session.flush()
+    return True
+
+
+def _workflow_started(session: Session, event: Event, now: float) -> None:
+    wf = _workflow(session, event.workflow_id, now)
+    if wf is None:
+        return
+    data = event.data or {}
+    wf.name = wf.name or str(data.get("name") or "")[:255]
+    wf.parent_id = wf.parent_id or data.get("parent_id")
+    wf.submitted_at = _min(wf.submitted_at, event.ts)
+    if wf.status == UNKNOWN:
+        wf.status = RUNNING
+    wf.updated_at = now
+
+
+def _workflow_finished(session: Session, event: Event, now: float) -> None:
+    wf = _workflow(session, event.workflow_id, now)
+    if wf is None:
+        return
+    data = event.data or {}
+    if wf.status != CANCELLED:
+        wf.status = str(data.get("status") or "finished")
+    wf.error = wf.error or _clip(data.get("error"))
+    wf.finished_at = _max(wf.finished_at, event.ts)
+    wf.updated_at = now
+
+
+def _work_submitted(session: Session, event: Event, now: float) -> None:
+    if not event.work_id:
+        return
+    work = _work(session, event.work_id, event.workflow_id, now)
+    data = event.data or {}
+    work.name = work.name or str(data.get("name") or "")[:255]
+    work.executor = work.executor or str(data.get("executor") or "")[:255]
+    work.queue = work.queue or str(data.get("queue") or "")[:255]
+    if data.get("max_walltime"):
+        work.max_walltime = float(data["max_walltime"])
+    work.submitted_at = _min(work.submitted_at, event.ts)
+    if work.status == UNKNOWN:
+        work.status = RUNNING
+    jobs = data.get("jobs") or []
+    work.n_jobs = max(work.n_jobs or 0, len(jobs))
+    work.updated_at = now
+    for spec in jobs:
+        key = str(spec.get("key"))
+        job = _job(session, work, key, now)
+        if job.args is None and "args" in spec:
+            job.args = _clip(json.dumps(spec["args"], default=repr), 8000)
+        job.submitted_at = _min(job.submitted_at, event.ts)
+    for parent in data.get("parents") or []:
+        if parent and session.get(WorkEdge, (str(parent), work.id)) is None:
+            session.add(WorkEdge(parent_id=str(parent), child_id=work.id, workflow_id=work.workflow_id))
+    session.flush()
+
+
+def _work_finished(session: Session, event: Event, now: float) -> None:
+    if not event.work_id:
+        return
+    work = _work(session, event.work_id, event.workflow_id, now)
+    if work.status != CANCELLED:
+        work.status = str((event.data or {}).get("status") or "finished")
+    work.finished_at = _max(work.finished_at, event.ts)
+    work.updated_at = now
+
+
+def _job_for(session: Session, event: Event, now: float) -> JobRecord | None:
+    if not event.work_id or event.job_key is None:
+        logger.warning("job event %s without work_id/job_key ignored", event.type)
+        return None
+    work = _work(session, event.work_id, event.workflow_id, now)
+    return _job(session, work, str(event.job_key), now)
+
+
+def _job_started(session: Session, event: Event, now: float) -> None:
+    job = _job_for(session, event, now)
+    if job is None:
+        return
+    worker = _clip((event.data or {}).get("worker"), 255)
+    if job.status in JOB_TERMINAL:
+        job.started_at = job.started_at or event.ts
+        job.worker = job.worker or worker
+        if event.attempt >= job.attempt:
+            job.last_seen = _max(job.last_seen, event.ts)
+    elif event.attempt >= job.attempt:
+        job.status = RUNNING
+        job.attempt = event.attempt
+        job.worker = worker or job.worker
+        job.started_at = event.ts
+        job.last_seen = _max(job.last_seen, event.ts)
+        job.requeued = False
+        job.retry_at = None
+    job.updated_at = now
+
+
+def _heartbeat(session: Session, event: Event, now: float) -> bool:
+    """A heartbeat names the process holding the job (a worker), which is who gets blamed if it stops."""
+    job = _job_for(session, event, now)
+    if job is None or event.attempt < job.attempt:
+        return False
+    if job.status not in JOB_TERMINAL and (job.status != RUNNING or event.attempt > job.attempt):
+        _job_started(session, event, now)
+    worker = _clip((event.data or {}).get("worker"), 255)
+    if worker and job.status not in JOB_TERMINAL:
+        job.worker = worker
+    job.heartbeats = True
+    job.last_seen = _max(job.last_seen, event.ts)
+    job.updated_at = now
+    return True
+
+
+def _job_ended(session: Session, event: Event, now: float) -> None:
+    job = _job_for(session, event, now)
+    if job is None or job.status in JOB_TERMINAL:
+        return
+    data = event.data or {}
+    job.status = "finished" if event.type == "job_finished" else "failed"
+    job.attempt = max(job.attempt, event.attempt)
+    job.worker = _clip(data.get("worker"), 255) or job.worker
+    start = data.get("start")
+    job.started_at = float(start) if start else (job.started_at or event.ts)
+    end = data.get("end")
+    job.finished_at = float(end) if end else event.ts
+    job.retry_at = None
+    job.requeued = False
+    if event.type == "job_failed":
+        job.error = _clip(data.get("error")) or "job failed"
+        job.traceback = _clip(data.get("traceback"))
+        job.output = _clip(data.get("output"))
+    if data.get("result_ref"):
+        job.result_ref = _clip(data["result_ref"], 1024)
+    job.updated_at = now
+
+
+_HANDLERS = {
+    "workflow_started": _workflow_started,
+    "workflow_finished": _workflow_finished,
+    "work_submitted": _work_submitted,
+    "work_finished": _work_finished,
+    "job_started": _job_started,
+    "job_finished": _job_ended,
+    "job_failed": _job_ended,
+}
+
+
+class Recorder:
+    """Subscribes to the events topic and writes events in batches on its own thread."""
+
+    def __init__(self, db: Database, bus: Bus, secret: bytes, batch: int = 500):
+        self.db = db
+        self.bus = bus
+        self.secret = secret
+        self.batch = batch
+        self.recorded = 0
+        self.rejected = 0
+        self._queue: queue.Queue[tuple[Event, Delivery | None] | None] = queue.Queue()
+        self._subscription: Subscription | None = None
+        self._thread: threading.Thread | None = None
+        self._pending = 0
+        self._cond = threading.Condition()
+
+    def start(self) -> Recorder:
+        self._thread = threading.Thread(target=self._loop, name="iworkflow-recorder", daemon=True)
+        self._thread.start()
+        self._subscription = self.bus.subscribe_durable(EVENTS_TOPIC, DURABLE_NAME, self._on_delivery,
+                                                        prefetch=self.batch)
+        return self
+
+    def stop(self) -> None:
+        if self._subscription is not None:
+            self._subscription.cancel()
+            self._subscription = None
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        try:
+            event = decode_event(delivery.body, self.secret)
+        except InvalidMessage as err:
+            self.rejected += 1
+            logger.error("recorder drops an unreadable event: %s", err)
+            delivery.ack()
+            return
+        self.submit(event, delivery)
+
+    def submit(self, event: Event, delivery: Delivery | None = None) -> None:
+        """Queue an event for writing on the recorder thread; its delivery is acked once it is written."""
+        with self._cond:
+            self._pending += 1
+        self._queue.put((event, delivery))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event received so far is written; False if that took longer than ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            events = [first]
+            stop = False
+            while len(events) < self.batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                events.append(item)
+            self._write([event for event, _ in events])
+            for _, delivery in events:
+                if delivery is not None:
+                    delivery.ack()
+            with self._cond:
+                self._pending -= len(events)
+                self._cond.notify_all()
+            if stop:
+                return
+
+    def _write(self, events: list[Event]) -> None:
+        try:
+            with self.db.session() as session, session.begin():
+                written = sum(apply_event(session, event) for event in events)
+            self.recorded += written
+            return
+        except Exception:
+            logger.exception("batch of %d events failed; writing them one by one", len(events))
+        for event in events:
+            try:
+                with self.db.session() as session, session.begin():
+                    self.recorded += apply_event(session, event)
+            except Exception:
+                logger.exception("event %s for %s/%s could not be recorded", event.type, event.work_id,
+                                 event.job_key)

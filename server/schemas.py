@@ -1,0 +1,121 @@
+"""Pydantic shapes of the REST API's answers (published in the OpenAPI schema)."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Counts(BaseModel):
+    """Jobs by status."""
+
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    retrying: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class WorkflowOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: str
+    parent_id: str | None = None
+    error: str | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    n_works: int = 0
+    counts: Counts = Field(default_factory=Counts)
+
+
+class WorkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    workflow_id: str | None = None
+    name: str
+    executor: str
+    queue: str
+    status: str
+    n_jobs: int
+    max_walltime: float | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    counts: Counts = Field(default_factory=Counts)
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    work_id: str
+    workflow_id: str | None = None
+    job_key: str
+    args: str | None = None
+    status: str
+    attempt: int
+    worker: str | None = None
+    lost_workers: str | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_seen: float | None = None
+    error: str | None = None
+    result_ref: str | None = None
+    duration: float | None = None
+
+
+class WorkflowDetail(WorkflowOut):
+    works: list[WorkOut] = Field(default_factory=list)
+
+
+class WorkDetail(WorkOut):
+    jobs: list[JobOut] = Field(default_factory=list)
+
+
+class Edge(BaseModel):
+    source: str
+    target: str
+
+
+class Dag(BaseModel):
+    """A workflow's works as nodes, work -> work edges, and each node's jobs."""
+
+    workflow: WorkflowOut
+    nodes: list[WorkDetail]
+    edges: list[Edge]
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    type: str
+    attempt: int
+    ts: float
+    worker: str | None = None
+    message: str | None = None
+
+
+class JobLog(BaseModel):
+    """A job's error, traceback, captured output tail and event timeline; ``text`` is all of it as text."""
+
+    job: JobOut
+    error: str | None = None
+    traceback: str | None = None
+    output: str | None = None
+    events: list[EventOut]
+    text: str
+
+
+class CancelResult(BaseModel):
+    workflow_id: str
+    status: str
+    jobs_cancelled: int
+
+
+class SourceStored(BaseModel):
+    digest: str
+    size: int
+    created: bool

@@ -1,0 +1,286 @@
+"""End to end over real brokers: drivers in this process (or CLI processes), `iworkflow worker` subprocesses."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+import iworkflow
+from iworkflow import work
+
+from .conftest import BROKERS, open_bus
+
+pytestmark = pytest.mark.timeout(120)
+BOTH = [pytest.param("rabbitmq", marks=pytest.mark.rabbitmq), pytest.param("activemq", marks=pytest.mark.activemq)]
+RABBIT = [pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+CLI = [os.path.join(os.path.dirname(sys.executable), "iworkflow")]
+
+
+class Deployment:
+    """One broker, one fresh destination prefix and queue, the workers started on it, and a driver runtime."""
+
+    def __init__(self, kind: str, tmp_path):
+        self.kind = kind
+        self.url = BROKERS[kind]
+        self.prefix = f"e2e{uuid.uuid4().hex[:8]}."
+        self.queue = "q"
+        self.tmp = tmp_path
+        self.workers: list[subprocess.Popen] = []
+        self.env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=self.prefix, IWORKFLOW_BROKER=self.url,
+                        IWORKFLOW_QUEUE=self.queue, IWORKFLOW_HEARTBEAT_INTERVAL="0.5")
+
+    def start_worker(self, slots: int = 2, **env: str) -> subprocess.Popen:
+        log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")
+        proc = subprocess.Popen([*CLI, "--log-level", "INFO", "worker", "--broker", self.url, "--queue", self.queue,
+                                 "--slots", str(slots)], stdout=subprocess.PIPE, stderr=log,
+                                env={**self.env, **env})
+        self.workers.append(proc)
+        line = proc.stdout.readline().decode()
+        assert "ready" in line, f"worker did not start: {line!r}; log: {self.log(len(self.workers) - 1)}"
+        return proc
+
+    def log(self, index: int) -> str:
+        return (self.tmp / f"worker{index}.log").read_text(errors="replace")
+
+    def driver(self, **settings):
+        return iworkflow.configure(broker=self.url, executor="broker", queue=self.queue,
+                                   destination_prefix=self.prefix, **settings)
+
+    def close(self) -> None:
+        iworkflow.shutdown()
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def deploy(request, tmp_path):
+    d = Deployment(request.param, tmp_path)
+    yield d
+    d.close()
+
+
+@work(map_results=True)
+def square(x):
+    return x * x, os.getppid()
+
+
+@work
+def slow_identity(x, seconds):
+    time.sleep(seconds)
+    return x, os.getppid()
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_200_jobs_on_two_workers_every_result_keyed_correctly(deploy):
+    w1, w2 = deploy.start_worker(slots=2), deploy.start_worker(slots=2)
+    deploy.driver()
+    results = square(multi_jobs_kwargs_list=[{"x": i} for i in range(200)])
+    assert len(results) == 200
+    workers = set()
+    for i in range(200):
+        value, worker_pid = results.get_result(args={"x": i})
+        assert value == i * i
+        workers.add(worker_pid)
+    assert workers == {w1.pid, w2.pid}, "both worker processes ran jobs"
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_tampered_and_unsigned_jobs_are_dead_lettered_and_the_worker_keeps_serving(deploy):
+    from iworkflow.messages import JobPayload, encode_payload
+
+    deploy.start_worker(slots=1)
+    deploy.driver()
+    good = encode_payload("job", JobPayload(func=b"", func_digest="x", args=b""), b"another secret",
+                          work_id="w", job_key="k")
+    tampered = bytearray(encode_payload("job", JobPayload(func=b"", func_digest="x", args=b""),
+                                        os.environ["IWORKFLOW_SECRET"].encode(), work_id="w", job_key="k2"))
+    tampered[-1] ^= 0xFF
+    with open_bus(deploy.kind, deploy.prefix) as bus:
+        dead = []
+        bus.consume("dlq", lambda d: (dead.append(d.body), d.ack()))
+        bus.publish_many(f"jobs.{deploy.queue}", [good, bytes(tampered), b"not even an envelope"])
+        assert slow_identity(7, 0) == (7, deploy.workers[0].pid)
+        deadline = time.monotonic() + 15
+        while len(dead) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sorted(dead) == sorted([good, bytes(tampered), b"not even an envelope"])
+    log = deploy.log(0)
+    assert "signature does not match" in log and "dead-letters" in log
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_worker_with_a_wrong_broker_url_fails_fast_naming_the_url(kind):
+    url = {"rabbitmq": "amqp://guest:hunter2@127.0.0.1:1/", "activemq": "stomp://admin:hunter2@127.0.0.1:1"}[kind]
+    start = time.monotonic()
+    proc = subprocess.run([*CLI, "worker", "--broker", url, "--queue", "q"], capture_output=True, text=True,
+                          timeout=30)
+    assert time.monotonic() - start < 15
+    assert proc.returncode == 2
+    assert url.replace("hunter2", "***") in proc.stderr
+    assert "refused" in proc.stderr.lower()
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_sigterm_lets_the_running_job_finish_and_exits_zero(deploy, tmp_path):
+    worker = deploy.start_worker(slots=1)
+    deploy.driver()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(slow_identity, "done", 2.0)
+        time.sleep(1.0)
+        worker.send_signal(signal.SIGTERM)
+        assert call.result(timeout=30) == ("done", worker.pid)
+    assert worker.wait(timeout=30) == 0
+    assert "stopped after 1 job(s)" in worker.stdout.read().decode()
+
+
+DRIVER_SCRIPT = '''
+import os, sys
+from iworkflow import work, workflow
+
+@work
+def tag(i, me):
+    return me, i
+
+@workflow(local=True)
+def main(me):
+    out = tag(multi_jobs_kwargs_list=[{"i": i, "me": me} for i in range(40)])
+    assert out == [(me, i) for i in range(40)], out
+    return "ok " + me
+'''
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_two_concurrent_drivers_only_see_their_own_results(deploy, tmp_path):
+    deploy.start_worker(slots=2)
+    script = tmp_path / "drivers.py"
+    script.write_text(DRIVER_SCRIPT)
+    drivers = [subprocess.Popen([*CLI, "run", f"{script}:main", "--kwargs", f'{{"me": "{me}"}}', "--executor",
+                                 "broker", "--broker", deploy.url], env=deploy.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for me in ("A", "B")]
+    outs = [d.communicate(timeout=60) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    assert [o[0].strip() for o in outs] == ["'ok A'", "'ok B'"]
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_worker_killed_mid_job_the_job_reruns_on_the_other_worker(deploy, tmp_path):
+    marker = tmp_path / "started"
+    a = deploy.start_worker(slots=1)
+    deploy.driver()
+
+    @work
+    def record_and_sleep(path):
+        import pathlib
+
+        p = pathlib.Path(path)
+        if not p.exists():
+            p.write_text(f"{os.getppid()} {os.getpid()}")
+            time.sleep(60)
+        return os.getppid()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(record_and_sleep, str(marker))
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker_pid, runner_pid = map(int, marker.read_text().split())
+        assert worker_pid == a.pid
+        b = deploy.start_worker(slots=1)
+        os.kill(runner_pid, signal.SIGKILL)
+        a.kill()
+        assert call.result(timeout=60) == b.pid
+
+
+KILLER_SCRIPT = '''
+import os, signal
+from iworkflow import work
+
+@work
+def kill_my_worker():
+    os.kill(os.getppid(), signal.SIGKILL)
+    os._exit(1)
+'''
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_a_job_that_keeps_killing_its_worker_fails_naming_the_lost_worker(deploy, tmp_path):
+    from iworkflow.errors import JobLostError
+
+    workers = [deploy.start_worker(slots=1, IWORKFLOW_MAX_ATTEMPT="1") for _ in range(2)]
+    deploy.driver()
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER_SCRIPT)
+    from iworkflow.cli.run import load_target
+
+    kill_my_worker = load_target(f"{script}:kill_my_worker")
+    with pytest.raises(JobLostError) as err:
+        kill_my_worker()
+    dead = [w for w in workers if w.poll() is not None]
+    assert [w.returncode for w in dead] == [-signal.SIGKILL], "exactly one worker died; the other refused to rerun"
+    assert f":{dead[0].pid}" in str(err.value)
+    assert "max_attempt=1" in str(err.value)
+
+
+DETACHED_SCRIPT = '''
+import pathlib
+from iworkflow import work, workflow
+
+@work
+def double(x):
+    return 2 * x
+
+@workflow(local=False)
+def pipeline(n, out=None):
+    total = sum(double(multi_jobs_kwargs_list=[{"x": i} for i in range(n)]))
+    if out:
+        pathlib.Path(out).write_text(str(total))
+    return total
+'''
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_detached_workflow_runs_its_driver_on_a_single_slot_worker(deploy, tmp_path):
+    deploy.start_worker(slots=1)
+    deploy.driver()
+    script = tmp_path / "detached.py"
+    script.write_text(DETACHED_SCRIPT)
+    from iworkflow.cli.run import load_target
+
+    pipeline = load_target(f"{script}:pipeline")
+    wf = pipeline(5)
+    assert isinstance(wf, iworkflow.Workflow)
+    assert wf.wait(timeout=60) == 2 * sum(range(5))
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_iworkflow_submit_prints_the_workflow_id_and_the_driver_runs_on_a_worker(deploy, tmp_path):
+    deploy.start_worker(slots=1)
+    script = tmp_path / "submitted.py"
+    script.write_text(DETACHED_SCRIPT)
+    out = tmp_path / "total.txt"
+    proc = subprocess.run([*CLI, "submit", f"{script}:pipeline", "--kwargs", f'{{"n": 4, "out": "{out}"}}'],
+                          env=deploy.env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    workflow_id = proc.stdout.strip()
+    assert len(workflow_id) >= 16 and " " not in workflow_id
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert out.read_text() == str(2 * sum(range(4)))

@@ -1,0 +1,102 @@
+"""Dask executor specifics: the secret on workers, resource mapping, lost workers, bad specs."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+import dask
+from iworkflow.executors import create_executor
+
+import iworkflow
+from iworkflow import work
+from iworkflow.errors import ConfigurationError
+
+
+@pytest.fixture
+def cluster():
+    """A Dask cluster of our own: one worker, two threads, CPU=2 and 1 GiB MEMORY, no IWORKFLOW_SECRET."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None,
+            resources={"CPU": 2, "MEMORY": 2**30}, env={"IWORKFLOW_SECRET": ""}, silence_logs=logging.ERROR)
+    yield cluster
+    iworkflow.shutdown()
+    cluster.close()
+
+
+def use(spec: str) -> None:
+    iworkflow.configure(broker="memory://", executor=spec)
+
+
+@work(map_results=True, core_count=2, total_memory=100)
+def nap(i: int) -> tuple[float, float]:
+    start = time.time()
+    time.sleep(0.6)
+    return start, time.time()
+
+
+def overlapping(results) -> bool:
+    (a0, a1), (b0, b1) = results.get_all_results()
+    return a0 < b1 and b0 < a1
+
+
+def test_workers_without_the_secret_fail_with_a_clear_error(cluster):
+    use(f"dask://{cluster.scheduler_address}")
+    results = nap(multi_jobs_kwargs_list=[{"i": 0}])
+    _value, details = results.get_result(args={"i": 0}, with_details=True)
+    assert details["status"] == "failed"
+    assert "IWORKFLOW_SECRET is not set on worker" in details["error"]
+
+
+def test_resources_are_requested_where_the_workers_declare_them(cluster):
+    use(f"dask://{cluster.scheduler_address}?send_secret=1")
+    results = nap(multi_jobs_kwargs_list=[{"i": 0}, {"i": 1}])
+    assert len(results.get_all_results()) == 2
+    assert not overlapping(results), "two CPU=2 jobs ran at once on a CPU=2 worker"
+
+
+
+def test_without_declared_resources_each_job_takes_one_slot(cluster):
+    use(f"dask://{cluster.scheduler_address}?send_secret=1&cpu_resource=cores&memory_resource=ram")
+    results = nap(multi_jobs_kwargs_list=[{"i": 0}, {"i": 1}])
+    assert overlapping(results), "jobs waited for a resource the workers do not declare"
+
+
+@work(map_results=True, core_count=4, total_memory=100)
+def wide(i: int) -> int:
+    return i
+
+
+def test_a_job_larger_than_any_worker_fails_clearly(cluster):
+    use(f"dask://{cluster.scheduler_address}?send_secret=1")
+    _value, details = wide(multi_jobs_kwargs_list=[{"i": 0}]).get_result(args={"i": 0}, with_details=True)
+    assert details["status"] == "failed"
+    assert "needs Dask resource CPU=4 but the largest worker declares CPU=2" in details["error"]
+
+
+@work(map_results=True, total_memory=100)
+def crash(i: int) -> int:
+    os._exit(3)
+
+
+def test_a_lost_worker_becomes_a_failure_result(cluster):
+    use(f"dask://{cluster.scheduler_address}?send_secret=1")
+    _value, details = crash(multi_jobs_kwargs_list=[{"i": 0}]).get_result(args={"i": 0}, with_details=True)
+    assert details["status"] == "failed"
+    assert "JobLostError" in details["error"] and "dask could not run job" in details["error"]
+    assert "KilledWorker" in details["error"]
+
+
+def test_bad_specs_are_named():
+    settings = iworkflow.configure(broker="memory://").settings
+    runtime = iworkflow.runtime.get_runtime()
+    with pytest.raises(ConfigurationError, match=r"unknown option 'colour'.*known options: workers"):
+        create_executor("dask://?colour=red", settings, runtime.bus)
+    with pytest.raises(ConfigurationError, match=r"cannot reach the Dask scheduler at '127.0.0.1:9'"):
+        create_executor("dask://127.0.0.1:9?timeout=1", settings, runtime.bus)
+    iworkflow.shutdown()

@@ -1,0 +1,126 @@
+"""The dashboard end to end in Debian's headless Chromium: a failed work shows red in the DAG, with its error."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import iworkflow
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("IWORKFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(os.environ.get("IWORKFLOW_SCREENSHOTS", Path(tempfile.gettempdir()) / "iworkflow-screenshots"))
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the 'dev' extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def run_pipeline_with_failure() -> str:
+    @iworkflow.work
+    def load(n):
+        return list(range(n))
+
+    @iworkflow.work(map_results=True)
+    def fit(data, alpha):
+        if alpha > 1:
+            raise FloatingPointError(f"fit diverged for alpha={alpha}")
+        return sum(data) * alpha
+
+    @iworkflow.work
+    def explode(models):
+        raise KeyError("model 'best' missing from the results")
+
+    holder = {}
+
+    @iworkflow.workflow(local=True, name="dashboard-demo")
+    def pipeline():
+        holder["id"] = iworkflow.current_workflow().internal_id
+        data = load(n=10)
+        models = fit(data=data, multi_jobs_kwargs_list=[{"alpha": a} for a in (0.1, 0.5, 2.0)])
+        try:
+            explode(models=models)
+        except KeyError:
+            pass
+        return models
+
+    pipeline()
+    return holder["id"]
+
+
+def test_dag_shows_the_failed_node_and_its_error(server, page):
+    wf_id = run_pipeline_with_failure()
+    time.sleep(0.2)
+    server.flush()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(server.url + "/")
+    row = page.locator(f"#workflows tr[data-id='{wf_id}']")
+    row.wait_for(timeout=10_000)
+    assert "dashboard-demo" in row.inner_text()
+    assert "5 jobs: 3 finished, 2 failed" in row.inner_text()
+    row.click()
+
+    failed = page.locator("svg#dag g.work-node[data-status='failed']")
+    failed.wait_for(timeout=10_000)
+    assert failed.count() == 1 and failed.get_attribute("data-name") == "explode"
+    assert page.locator("svg#dag g.work-node[data-status='subfinished']").get_attribute("data-name") == "fit"
+    assert page.locator("svg#dag g.work-node[data-status='finished']").get_attribute("data-name") == "load"
+    assert page.locator("svg#dag path.edge:not(.root)").count() == 2, "load -> fit -> explode"
+    assert page.locator("svg#dag g.work-node[data-status='failed'] rect").get_attribute("fill") == "#dc2626"
+
+    failed.click()
+    error = page.locator("#panel .job-error")
+    error.wait_for(timeout=5_000)
+    assert "KeyError" in error.inner_text() and "model 'best' missing" in error.inner_text()
+    page.locator("#panel .joblog-btn").click()
+    log = page.locator("#panel pre.job-log")
+    page.wait_for_function("document.querySelector('#panel pre.job-log').textContent.includes('Traceback')",
+                           timeout=5_000)
+    assert "job_failed" in log.inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-failed-node.png"), full_page=True)
+    time.sleep(2.5)
+    assert page.locator("#panel pre.job-log").count() == 1, "the open log survives the auto-refresh"
+
+    page.locator("svg#dag g.work-node[data-name='fit']").click()
+    page.wait_for_function("document.querySelectorAll('#panel tr.job').length === 3", timeout=5_000)
+    assert "fit diverged for alpha=2.0" in page.locator("#panel").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-dag.png"), full_page=True)
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_list_refreshes_live(server, page):
+    page.goto(server.url + "/")
+    page.locator("#empty").wait_for(state="visible", timeout=10_000)
+
+    @iworkflow.work
+    def one():
+        return 1
+
+    @iworkflow.workflow(local=True, name="appears-live")
+    def later():
+        return one()
+
+    assert later() == 1
+    page.locator("#workflows tr", has_text="appears-live").wait_for(timeout=10_000)
+    assert "1 job: 1 finished" in page.locator("#workflows tr", has_text="appears-live").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-list.png"))

@@ -1,0 +1,60 @@
+"""The local process pool: slots, thread mode, and no job lost when a process dies."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import iworkflow
+from iworkflow import JobLostError, Work, work
+
+
+@work(map_results=True)
+def maybe_die(x):
+    if x == 3:
+        os._exit(7)
+    return x
+
+
+@work
+def pid_after(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_job_that_kills_its_process_fails_with_the_exit_code_and_the_others_finish(embedded):
+    res = maybe_die(group_kwargs=[{"x": i} for i in range(8)])
+    assert res.get_all_results() == [0, 1, 2, 4, 5, 6, 7]
+    _, details = res.get_result(args={"x": 3}, with_details=True)
+    assert "exited with code 7" in details["error"] and "JobLostError" in details["error"]
+    with pytest.raises(JobLostError):
+        res.get_result(args={"x": 3})
+
+
+def test_the_pool_replaces_a_dead_process_and_keeps_serving(embedded):
+    maybe_die(group_kwargs=[{"x": 3}])
+    assert maybe_die(group_kwargs=[{"x": 1}]).get_result(args={"x": 1}) == 1
+
+
+def test_slots_run_jobs_in_parallel_processes(embedded):
+    started = time.monotonic()
+    pids = pid_after(group_kwargs=[[0.6], [0.61]])
+    assert time.monotonic() - started < 1.15
+    assert len(set(pids)) == 2 and os.getpid() not in pids
+
+
+def test_thread_mode_runs_jobs_inside_the_driver_process(threaded):
+    assert pid_after(0.0) == os.getpid()
+
+
+def test_shutdown_ends_every_pending_job_with_a_failure(embedded):
+    iworkflow.configure(executor="local", slots=1)
+    w = Work(time.sleep, multi_jobs_kwargs_list=[[0.3]] + [[0.001 * i] for i in range(1, 20)], map_results=True)
+    w.submit()
+    executor = w.runtime.executor()
+    executor.shutdown(wait=True)
+    res = w.wait_results(timeout=30)
+    assert len(res) == 20
+    assert len(res.get_failures()) + len(res.get_all_results()) == 20
+    assert len(res.get_failures()) >= 10

@@ -1,0 +1,108 @@
+"""The content-addressed source cache: deterministic packing, dedup, excludes, safe extraction."""
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from iworkflow.errors import ConfigurationError, UnsafeArchiveError
+from iworkflow.source_cache import SourceStore, pack, safe_extract
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "src"
+    (root / "pkg").mkdir(parents=True)
+    (root / "driver.py").write_text("import pkg.helpers\n")
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "helpers.py").write_text("VALUE = 42\n")
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "driver.cpython-311.pyc").write_bytes(b"junk")
+    (root / "data.bin").write_bytes(b"\x00" * 100)
+    return root
+
+
+def _names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getnames()
+
+
+def test_identical_trees_pack_to_the_same_hash(tree, tmp_path):
+    digest1, data1 = pack(tree)
+    (tree / "driver.py").touch()  # a new mtime changes nothing
+    digest2, data2 = pack(tree)
+    assert digest1 == digest2 and data1 == data2
+
+
+def test_a_changed_file_changes_the_hash(tree):
+    before, _ = pack(tree)
+    (tree / "pkg" / "helpers.py").write_text("VALUE = 43\n")
+    assert pack(tree)[0] != before
+
+
+def test_default_and_user_excludes_leave_files_out(tree):
+    _, data = pack(tree, excludes=["*.bin"])
+    assert sorted(_names(data)) == ["driver.py", "pkg/__init__.py", "pkg/helpers.py"]
+
+
+def test_a_tree_is_stored_once_however_often_it_is_added(tree, tmp_path):
+    store = SourceStore(tmp_path / "store")
+    d1 = store.add_tree(tree)
+    d2 = store.add_tree(tree)
+    assert d1 == d2 and [p.name for p in store.path.glob("*.tar.gz")] == [f"{d1}.tar.gz"]
+    assert store.put(d1, store.get(d1)) is False
+
+
+def test_unpacked_trees_are_cached_by_hash_and_importable(tree, tmp_path):
+    store = SourceStore(tmp_path / "store")
+    digest = store.add_tree(tree)
+    path = store.unpacked(digest)
+    assert (path / "pkg" / "helpers.py").read_text() == "VALUE = 42\n"
+    assert store.unpacked(digest) == path
+
+
+def test_a_tarball_not_matching_its_name_is_refused(tmp_path):
+    store = SourceStore(tmp_path / "store")
+    with pytest.raises(UnsafeArchiveError, match="does not match"):
+        store.put("0" * 64, b"not the right content")
+
+
+def test_an_oversized_tree_is_refused_with_advice(tree):
+    (tree / "big.dat").write_bytes(b"\x01" * (2 * 1024 * 1024))
+    with pytest.raises(ConfigurationError, match="exclude_source_files"):
+        pack(tree, max_mb=1)
+
+
+def _tar_with(member: tarfile.TarInfo, payload: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload) if payload else None)
+    return buf.getvalue()
+
+
+def test_absolute_member_paths_are_rejected(tmp_path):
+    with pytest.raises(UnsafeArchiveError, match="absolute"):
+        safe_extract(_tar_with(tarfile.TarInfo("/etc/evil"), b"x"), tmp_path / "t")
+
+
+def test_symlink_members_are_rejected(tmp_path):
+    link = tarfile.TarInfo("innocent")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        safe_extract(_tar_with(link), tmp_path / "t")
+
+
+def test_hardlink_members_are_rejected(tmp_path):
+    link = tarfile.TarInfo("hard")
+    link.type = tarfile.LNKTYPE
+    link.linkname = "../../outside"
+    with pytest.raises(UnsafeArchiveError):
+        safe_extract(_tar_with(link), tmp_path / "t")
+
+
+def test_a_missing_source_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="is not a directory"):
+        pack(tmp_path / "nope")
