@@ -97,14 +97,35 @@ class _PoolProcess:
                     done.append((job, future, data))
                 frame = reader.read() if reader.has_frame() else None
             self.pool._pump()  # the process is free: refill it while the results go out
-            by_destination: dict[str, list[bytes]] = {}
-            for job, _future, data in done:
-                by_destination.setdefault(results_destination(job.work_id), []).append(data)
-            for destination, bodies in by_destination.items():
-                bus.publish_many(destination, bodies)
-            for _job, future, _data in done:
-                future.set_result(None)
+            by_destination: dict[str, list[tuple[Future, bytes]]] = {}
+            for job, future, data in done:
+                by_destination.setdefault(results_destination(job.work_id), []).append((future, data))
+            for destination, items in by_destination.items():
+                self._publish(bus, destination, items)
         self.pool._on_exit(self)
+
+    @staticmethod
+    def _publish(bus, destination: str, items: list[tuple[Future, bytes]]) -> None:
+        """Publish results without waiting for the broker; each job's Future completes on the confirm.
+
+        Not waiting keeps this reader free to feed the process while the broker stores the results; the
+        job counts as done (a broker worker acks its message) only once they are confirmed."""
+        futures = [future for future, _data in items]
+        try:
+            sent = bus.publish_many_async(destination, [data for _future, data in items])
+        except Exception as err:  # noqa: BLE001 - the bus is closing: the Futures say why
+            sent = Future()
+            sent.set_exception(err)
+
+        def confirmed(f: Future) -> None:
+            err = f.exception()
+            for future in futures:
+                if err is not None:
+                    future.set_exception(err)
+                else:
+                    future.set_result(None)
+
+        sent.add_done_callback(confirmed)
 
 
 class LocalExecutor(Executor):

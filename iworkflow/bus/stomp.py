@@ -449,6 +449,14 @@ class StompBus(Bus):
         if bodies:
             self._send_all(self._dest(queue), list(bodies), {"persistent": "true"})
 
+    def publish_many_async(self, queue: str, bodies: list[bytes]) -> Future:
+        """Pipelined persistent send; the Future completes on the receipt of the batch's last frame."""
+        if not bodies:
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        return self._send_all(self._dest(queue), list(bodies), {"persistent": "true"}, wait=False)
+
     def broadcast(self, topic: str, body: bytes) -> None:
         self._send_all(self._dest(topic, topic=True), [body], self._broadcast_headers())
 
