@@ -13,12 +13,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Iterable
 
 from iworkflow.errors import JobLostError
-from iworkflow.messages import EVENTS_TOPIC, Job, results_destination
+from iworkflow.events import EventBatcher
+from iworkflow.messages import Job, results_destination
 from iworkflow.runner import EVENT, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
 
 from .base import Executor
@@ -35,6 +37,9 @@ class _PoolProcess:
         self.pool = pool
         self.index = index
         self.inflight: deque[tuple[Job, Future]] = deque()
+        #: when each in-flight job was written to the process (parallel to ``inflight``)
+        self.sent_at: deque[float] = deque()
+        self.last_result_at = 0.0
         self.outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         env = dict(os.environ)
         env["IWORKFLOW_SECRET"] = pool.settings.secret
@@ -87,10 +92,11 @@ class _PoolProcess:
             while frame is not None:
                 kind, data = frame
                 if kind == EVENT:
-                    bus.broadcast_async(EVENTS_TOPIC, data)
+                    self.pool.events.add(data)
                 elif kind == RESULT:
                     with self.pool._lock:
                         job, future = self.inflight.popleft()
+                        self._timed(self.sent_at.popleft())
                     if not data:
                         data = failure_message(job.data, JobLostError("local runner refused the job message"),
                                                self.pool.settings.secret_bytes)
@@ -99,10 +105,16 @@ class _PoolProcess:
             self.pool._pump()  # the process is free: refill it while the results go out
             by_destination: dict[str, list[tuple[Future, bytes]]] = {}
             for job, future, data in done:
-                by_destination.setdefault(results_destination(job.work_id), []).append((future, data))
+                by_destination.setdefault(results_destination(job.work_id, job.reply_to), []).append((future, data))
             for destination, items in by_destination.items():
                 self._publish(bus, destination, items)
         self.pool._on_exit(self)
+
+    def _timed(self, sent_at: float) -> None:
+        """(pool lock held) A job's service time: from when the process could start it to its result."""
+        now = time.monotonic()
+        self.pool._note_job_seconds(now - max(sent_at, self.last_result_at))
+        self.last_result_at = now
 
     @staticmethod
     def _publish(bus, destination: str, items: list[tuple[Future, bytes]]) -> None:
@@ -139,11 +151,17 @@ class LocalExecutor(Executor):
         self.started_events = started_events
         self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
         self.emit_events = settings.emits_events
+        self.events = EventBatcher(bus, settings.secret_bytes)
         self._lock = threading.RLock()
         self._pending: deque[tuple[Job, Future]] = deque()
         self._procs: list[_PoolProcess] = []
         self._closed = False
         self._spawned = 0
+        #: moving average of how long one job occupies a process (None until a job has run)
+        self.job_seconds: float | None = None
+
+    def _note_job_seconds(self, seconds: float) -> None:
+        self.job_seconds = seconds if self.job_seconds is None else 0.9 * self.job_seconds + 0.1 * seconds
 
     def _ensure_started(self) -> None:
         if not self._procs:
@@ -183,6 +201,7 @@ class LocalExecutor(Executor):
                     if not future.set_running_or_notify_cancel():
                         continue  # the submitter publishes the failure of a cancelled job
                     proc.inflight.append((job, future))
+                    proc.sent_at.append(time.monotonic())
                     batch.append(job.data)
                     room -= 1
                 if batch:
@@ -194,6 +213,7 @@ class LocalExecutor(Executor):
             proc.alive = False
             lost = list(proc.inflight)
             proc.inflight.clear()
+            proc.sent_at.clear()
             if proc in self._procs:
                 self._procs.remove(proc)
             closed = self._closed
@@ -209,11 +229,11 @@ class LocalExecutor(Executor):
                 why = f"executor shut down before job {job.job_key} finished"
             logger.error(why)
             data = failure_message(job.data, JobLostError(why), self.settings.secret_bytes)
-            self.bus.publish(results_destination(job.work_id), data)
+            self.bus.publish(results_destination(job.work_id, job.reply_to), data)
             future.set_result(None)
             if closed:
                 for job, future in lost[1:]:
-                    self.bus.publish(results_destination(job.work_id), failure_message(
+                    self.bus.publish(results_destination(job.work_id, job.reply_to), failure_message(
                         job.data, JobLostError("executor shut down before the job ran"), self.settings.secret_bytes))
                     future.set_result(None)
         self._pump()
@@ -248,3 +268,4 @@ class LocalExecutor(Executor):
                 proc.proc.kill()
                 proc.proc.wait()
             proc.reader.join(timeout=5)
+        self.events.close()

@@ -57,7 +57,7 @@ def deliver(executor: Executor, job: Job, future: Future,
             data, events = outcome
             for event in events:
                 executor.bus.broadcast(EVENTS_TOPIC, encode_event(event, secret))
-        executor.bus.publish(results_destination(job.work_id), data)
+        executor.bus.publish(results_destination(job.work_id, job.reply_to), data)
     except BaseException as err:  # noqa: BLE001 - the Future carries it, the core publishes the failure
         logger.error("could not publish the result of job %s: %s", job.job_key, err)
         _complete(future, err)

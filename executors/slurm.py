@@ -248,7 +248,7 @@ class SlurmExecutor(Executor):
             try:
                 if data is None:
                     data = failure_message(task.job.data, error or JobLostError("lost"), self.settings.secret_bytes)
-                self.bus.publish(results_destination(task.job.work_id), data)
+                self.bus.publish(results_destination(task.job.work_id, task.job.reply_to), data)
                 task.future.set_result(None)
             except InvalidStateError:
                 pass

@@ -31,7 +31,7 @@ class ThreadExecutor(Executor):
             data = run_encoded(job.data, secret, self._emit)
         except InvalidMessage as err:
             data = failure_message(job.data, err, secret)
-        self.bus.publish(results_destination(job.work_id), data)
+        self.bus.publish(results_destination(job.work_id, job.reply_to), data)
 
     def submit(self, job: Job) -> Future:
         return self._pool.submit(self._run, job)

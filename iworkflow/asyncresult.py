@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import result_store, serialization
-from .bus.base import Delivery, Subscription
-from .envelope import decode
+from .bus.base import Delivery
+from .envelope import Envelope
 from .errors import ErrorInfo, InvalidMessage
 from .ids import get_unique_id_for_dict
-from .messages import Control, JobMetrics, ResultPayload, encode_payload, load_payload, results_destination
+from .messages import Control, JobMetrics, ResultPayload, encode_payload, load_payload
 
 if TYPE_CHECKING:
     from .work import Work
@@ -146,32 +146,28 @@ class AsyncResult:
         #: results that arrived for a job already ended (redeliveries, retries): counted, never shown twice
         self.duplicates = 0
         self._cond = threading.Condition()
-        self._subscription: Subscription | None = None
+        self._subscribed = False
         self._runtime = work_context.runtime
 
     # --- receiving -------------------------------------------------------------------------
     @property
     def destination(self) -> str:
-        return results_destination(self.internal_id)
+        """The queue this work's results arrive on: the driver's results inbox."""
+        return self._runtime.inbox.destination
 
     def subscribe(self) -> None:
-        if self._subscription is None:
-            # the results queue is declared by whoever publishes to it first: no need to wait for the broker
-            self._subscription = self._runtime.bus.consume(self.destination, self._on_delivery, prefetch=0,
-                                                           wait=False)
+        if not self._subscribed:
+            self._runtime.inbox.register(self.internal_id, self._on_message)
+            self._subscribed = True
 
     def stop(self) -> None:
-        if self._subscription is not None:
-            self._subscription.cancel()
-            self._subscription = None
-            try:
-                self._runtime.bus.forget_queue(self.destination)
-            except Exception as err:  # the broker may already be gone at interpreter exit
-                logger.debug("could not delete %s: %s", self.destination, err)
+        if self._subscribed:
+            self._runtime.inbox.unregister(self.internal_id)
+            self._subscribed = False
 
-    def _on_delivery(self, delivery: Delivery) -> None:
+    def _on_message(self, env: Envelope, delivery: Delivery) -> None:
+        """A verified message for this work: a job's result, or a retry instruction from the server."""
         try:
-            env = decode(delivery.body, self._runtime.secret)
             if env.kind == "control":
                 self._work._on_control(Control.from_envelope(env))
                 delivery.ack()
@@ -247,7 +243,7 @@ class AsyncResult:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                error = getattr(self._subscription, "error", None)
+                error = self._runtime.inbox.error if self._subscribed else None
                 if error is not None:
                     raise error
                 self._cond.wait(min(remaining, 1.0) if remaining is not None else 1.0)

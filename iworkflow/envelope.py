@@ -2,7 +2,8 @@
 
 Wire layout: ``b"IWF" + version(1 byte) + header length (4 bytes, big endian) + header JSON +
 signature (32 bytes) + body``.  The signature is HMAC-SHA256 over header JSON and body, so a
-receiver verifies before it ever unpickles the body.
+receiver verifies before it ever unpickles the body.  A job's header may carry ``reply_to``, the
+queue its result goes to (the driver's results queue).
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ class Envelope:
     id: str = field(default_factory=lambda: _message_id())
     ts: float = field(default_factory=time.time)
     v: int = VERSION
+    #: where a job's result goes (the driver's results queue); absent: ``results.<work_id>``
+    reply_to: str | None = None
 
     def header(self) -> dict:
-        return {
+        header = {
             "v": self.v,
             "kind": self.kind,
             "id": self.id,
@@ -48,6 +51,9 @@ class Envelope:
             "attempt": self.attempt,
             "ts": self.ts,
         }
+        if self.reply_to:
+            header["reply_to"] = self.reply_to
+        return header
 
 
 _json = json.JSONEncoder(separators=(",", ":"))
@@ -105,6 +111,12 @@ def _split(data: bytes) -> tuple[bytes, bytes, bytes]:
     return header, sig, data[start + hlen + _SIG_LEN :]
 
 
+def _optional_str(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
 def decode(data: bytes, secret: bytes) -> Envelope:
     """Verify and decode; raises BadSignature or InvalidMessage, never unpickles anything."""
     header, sig, body = _split(data)
@@ -124,6 +136,7 @@ def decode(data: bytes, secret: bytes) -> Envelope:
             id=h["id"],
             ts=float(h["ts"]),
             v=int(h["v"]),
+            reply_to=_optional_str(h.get("reply_to")),
         )
     except (ValueError, KeyError, TypeError, OverflowError) as err:
         raise InvalidMessage(f"malformed message header: {err!r}") from None

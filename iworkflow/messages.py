@@ -69,6 +69,8 @@ class Job:
     core_count: int = 1
     total_memory: int = 4000
     max_walltime: float | None = None
+    #: the driver's results queue, where the result goes (None: the work's own ``results.<work_id>``)
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), default=str, separators=(",", ":")).encode()
+        # a shallow dict: ``asdict`` would deep-copy ``data`` (a whole fan-out's job list) first
+        fields = {"type": self.type, "workflow_id": self.workflow_id, "work_id": self.work_id,
+                  "job_key": self.job_key, "attempt": self.attempt, "ts": self.ts, "data": self.data}
+        return _json.encode(fields).encode()
 
     @classmethod
     def from_json(cls, body: bytes) -> "Event":
@@ -95,8 +100,17 @@ class Event:
             raise InvalidMessage(f"malformed event body: {err}") from None
 
 
-def results_destination(work_id: str) -> str:
-    return f"results.{work_id}"
+_json = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
+def results_destination(work_id: str | None, reply_to: str | None = None) -> str:
+    """Where a job's result goes: the queue its driver named in ``reply_to``, else ``results.<work_id>``."""
+    return reply_to or f"results.{work_id or ''}"
+
+
+def inbox_destination(driver_id: str) -> str:
+    """The one results queue of a driver process, shared by all its works."""
+    return f"results.driver-{driver_id}"
 
 
 def jobs_destination(queue: str) -> str:
@@ -149,11 +163,30 @@ def encode_event(event: Event, secret: bytes) -> bytes:
     )
 
 
+def encode_event_batch(events_json: list[bytes], secret: bytes) -> bytes:
+    """One signed message for many events (each ``Event.to_json()``): the body is their JSON array."""
+    return encode(Envelope(kind="event", body=b"[" + b",".join(events_json) + b"]"), secret)
+
+
 def decode_event(data: bytes, secret: bytes) -> Event:
     env = decode(data, secret)
     if env.kind != "event":
         raise InvalidMessage(f"expected an event message, got {env.kind!r}")
     return Event.from_json(env.body)
+
+
+def decode_events(data: bytes, secret: bytes) -> list[Event]:
+    """The events of a message from ``encode_event`` (one) or ``encode_event_batch`` (many)."""
+    env = decode(data, secret)
+    if env.kind != "event":
+        raise InvalidMessage(f"expected an event message, got {env.kind!r}")
+    if not env.body.lstrip().startswith(b"["):
+        return [Event.from_json(env.body)]
+    try:
+        items = json.loads(env.body)
+        return [Event(**item) for item in items]
+    except (ValueError, TypeError) as err:
+        raise InvalidMessage(f"malformed event batch: {err}") from None
 
 
 CONTROL_TOPIC = "control"

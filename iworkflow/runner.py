@@ -309,12 +309,11 @@ def serve() -> int:
     events = os.environ.get("IWORKFLOW_POOL_EVENTS", "0")
     emit = None
     if events in ("1", "end"):
-        from .messages import encode_event
 
         def emit(event: Event) -> None:
             if events == "end" and event.type == "job_started":
                 return  # the worker's heartbeat at accept already told the server who runs the job
-            write_frame(proto_out, EVENT, encode_event(event, secret))
+            write_frame(proto_out, EVENT, event.to_json())  # the parent signs and batches them
 
     reader = FrameReader(proto_in)
     while True:

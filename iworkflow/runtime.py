@@ -26,6 +26,7 @@ class Runtime:
         self._bus: Bus | None = None
         self._executors: dict[str, Any] = {}
         self._result_cache = None
+        self._inbox = None
         self._lock = threading.RLock()
         self.emit_events = settings.emits_events
 
@@ -38,6 +39,17 @@ class Runtime:
 
                     self._bus = connect(self.settings.broker, self.settings)
         return self._bus
+
+    @property
+    def inbox(self):
+        """This driver's results queue, shared by all its works (see ``iworkflow.inbox``)."""
+        if self._inbox is None:
+            with self._lock:
+                if self._inbox is None:
+                    from .inbox import Inbox
+
+                    self._inbox = Inbox(self.bus, self.secret)
+        return self._inbox
 
     def executor(self, name: str | None = None):
         from .executors import create_executor
@@ -72,6 +84,9 @@ class Runtime:
                 except Exception:
                     logger.exception("error shutting down executor %s", ex)
             self._executors.clear()
+            if self._inbox is not None:
+                self._inbox.close()
+                self._inbox = None
             if self._result_cache is not None:
                 self._result_cache.close()
                 self._result_cache = None

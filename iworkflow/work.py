@@ -204,6 +204,7 @@ class Work:
         secret = self.runtime.secret
         queue = self.queue
         walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
+        reply_to = self.runtime.inbox.destination
         jobs = []
         for key, _lookup, args, kwargs in self._jobs_spec:
             if key in skip:
@@ -215,10 +216,10 @@ class Work:
             )
             job_id = new_id()
             data = encode_payload("job", payload, secret, workflow_id=self.workflow_id, work_id=self.internal_id,
-                                  job_key=key, attempt=1, id=job_id)
+                                  job_key=key, attempt=1, id=job_id, reply_to=reply_to)
             jobs.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id, job_key=key,
                             attempt=1, data=data, queue=queue, core_count=self.core_count,
-                            total_memory=self.total_memory, max_walltime=walltime))
+                            total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to))
         return jobs
 
     def submit(self) -> str:
@@ -239,6 +240,7 @@ class Work:
             "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
             "parents": self.parents,
             "max_walltime": jobs[0].max_walltime if jobs else None,
+            "reply_to": result.destination,
         }))
         self.status = RUNNING
         self._jobs = {job.job_key: job for job in jobs}
@@ -269,7 +271,8 @@ class Work:
             return
         env, payload = decode_payload(job.data, self.runtime.secret, "job")
         data = encode_payload("job", payload, self.runtime.secret, workflow_id=env.workflow_id,
-                              work_id=env.work_id, job_key=env.job_key, attempt=control.attempt, id=new_id())
+                              work_id=env.work_id, job_key=env.job_key, attempt=control.attempt, id=new_id(),
+                              reply_to=env.reply_to)
         retry = dataclasses.replace(job, attempt=control.attempt, data=data)
         self._jobs[job.job_key] = retry
         logger.warning("retrying job %s of work %s (attempt %d): %s", job.job_key, self.name,
@@ -287,7 +290,8 @@ class Work:
         from .runner import failure_message
 
         logger.warning("job %s of work %s did not run: %s", job.job_key, self.name, exc)
-        self.runtime.bus.publish(results_destination(job.work_id), failure_message(job.data, exc, self.runtime.secret))
+        self.runtime.bus.publish(results_destination(job.work_id, job.reply_to),
+                                 failure_message(job.data, exc, self.runtime.secret))
 
     def _on_outcome(self, outcome: Outcome, raw: bytes | None = None) -> None:
         if outcome.ok and self._workflow is not None and hasattr(self._workflow, "note_result"):

@@ -1,9 +1,11 @@
 """The broker worker: takes jobs from ``jobs.<queue>`` and runs them through the local job runner.
 
 A job message is acked only after its result is published, so a worker that dies loses nothing: the
-broker hands the message to another worker.  Prefetch = ``PREFETCH_PER_SLOT`` x slots keeps the next
-job of each slot already here when the running one ends, without hoarding the queue.  Detached workflow drivers (which wait for their own works) are moved
-to ``jobs.<queue>.drivers`` and run outside the slot count, so a driver never starves its works.
+broker hands the message to another worker.  The prefetch follows the measured job duration: enough
+jobs buffered per slot to cover ``REFILL_SECONDS`` of work (the broker's round trips to refill), between
+``PREFETCH_MIN_PER_SLOT`` (long jobs: no hoarding) and ``PREFETCH_MAX_PER_SLOT`` (no-op jobs).  Detached
+workflow drivers (which wait for their own works) are moved to ``jobs.<queue>.drivers`` and run outside
+the slot count, so a driver never starves its works.
 """
 from __future__ import annotations
 
@@ -21,15 +23,16 @@ from .bus.base import Bus, Delivery, Subscription
 from .config import Settings
 from .envelope import Envelope, decode, peek_header
 from .errors import InvalidMessage, JobLostError, WorkCancelled
+from .events import EventBatcher
 from .messages import (
     CANCEL,
     CONTROL_TOPIC,
-    EVENTS_TOPIC,
     HOLDERS_TOPIC,
     Control,
     Event,
     Job,
     JobPayload,
+    decode_events,
     decode_payload,
     encode_event,
     jobs_destination,
@@ -40,8 +43,15 @@ from .runner import failure_message
 logger = logging.getLogger(__name__)
 
 DRIVER_SUFFIX = ".drivers"
+#: the event type of a holder notice: ``data = {"worker": name, "jobs": [[work_id, job_key], ...]}``
+JOBS_HELD = "jobs_held"
 REMEMBERED = 10000
-PREFETCH_PER_SLOT = 2
+PREFETCH_MIN_PER_SLOT = 2
+PREFETCH_MAX_PER_SLOT = 64
+REFILL_SECONDS = 0.05
+#: how often the prefetch is reconsidered, and by how much it must change to be applied
+PREFETCH_REVIEW_SECONDS = 0.5
+PREFETCH_STEP = 2.0
 
 
 @dataclass(eq=False)
@@ -103,6 +113,12 @@ class Worker:
         self._holders: _Recent = _Recent()
         self._driver_funcs: dict[str, bool] = {}
         self._subs: list[Subscription] = []
+        self._job_sub: Subscription | None = None
+        self.events = EventBatcher(bus, self.secret)
+        self._unannounced: list[_Held] = []
+        self._announcing = False
+        self.prefetch = self.slots * PREFETCH_MIN_PER_SLOT
+        self._prefetch_reviewed = time.monotonic()
         self._stopping = threading.Event()
         self._idle = threading.Condition(self._lock)
         self.served = 0
@@ -113,8 +129,8 @@ class Worker:
         self._subs.append(self.bus.subscribe(HOLDERS_TOPIC, self._on_holder))
         self._subs.append(self.bus.consume(jobs_destination(self.queue) + DRIVER_SUFFIX, self._on_driver,
                                            prefetch=self.driver_slots))
-        self._subs.append(self.bus.consume(jobs_destination(self.queue), self._on_job,
-                                           prefetch=self.slots * PREFETCH_PER_SLOT))
+        self._job_sub = self.bus.consume(jobs_destination(self.queue), self._on_job, prefetch=self.prefetch)
+        self._subs.append(self._job_sub)
         threading.Thread(target=self._heartbeat_loop, name="iworkflow-worker-heartbeat", daemon=True).start()
         logger.info("worker %s serving %s with %d slot(s) (+%d for drivers)", self.name,
                     jobs_destination(self.queue), self.slots, self.driver_slots)
@@ -140,6 +156,7 @@ class Worker:
                 self._idle.wait(0.5 if remaining is None else min(0.5, remaining))
         self.jobs.shutdown(wait=True)
         self.drivers.shutdown(wait=True)
+        self.events.close()
         return True
 
     # --- jobs ----------------------------------------------------------------------------------
@@ -192,7 +209,7 @@ class Worker:
             return
         job = Job(id=env.id, workflow_id=env.workflow_id or "", work_id=env.work_id or "",
                   job_key=env.job_key or "", attempt=env.attempt, data=delivery.body, queue=self.queue,
-                  max_walltime=payload.max_walltime)
+                  max_walltime=payload.max_walltime, reply_to=env.reply_to)
         held = _Held(delivery, env, job, driver=driver)
         with self._lock:
             self._held[env.id] = held
@@ -231,10 +248,26 @@ class Worker:
             with self._idle:
                 self._held.pop(held.env.id, None)
                 self._idle.notify_all()
+            self._review_prefetch()
+
+    def _review_prefetch(self) -> None:
+        """Buffer enough jobs per slot to cover ``REFILL_SECONDS`` of the measured job duration."""
+        now = time.monotonic()
+        seconds = self.jobs.job_seconds
+        if seconds is None or now - self._prefetch_reviewed < PREFETCH_REVIEW_SECONDS or self._job_sub is None:
+            return
+        self._prefetch_reviewed = now
+        per_slot = min(PREFETCH_MAX_PER_SLOT, max(PREFETCH_MIN_PER_SLOT, int(REFILL_SECONDS / max(seconds, 1e-6))))
+        wanted = per_slot * self.slots
+        if max(wanted, self.prefetch) / min(wanted, self.prefetch) >= PREFETCH_STEP and not self._stopping.is_set():
+            logger.info("worker %s: jobs take %.2g s; prefetch %d -> %d", self.name, seconds, self.prefetch, wanted)
+            self.prefetch = wanted
+            self._job_sub.set_prefetch(wanted)
 
     def _finish_without_running(self, delivery: Delivery, env: Envelope, exc: BaseException) -> None:
         logger.warning("worker %s: %s", self.name, exc)
-        self.bus.publish(results_destination(env.work_id or ""), failure_message(delivery.body, exc, self.secret))
+        self.bus.publish(results_destination(env.work_id, env.reply_to),
+                         failure_message(delivery.body, exc, self.secret))
         delivery.ack()
 
     # --- cancel, heartbeats, holders -----------------------------------------------------------
@@ -263,7 +296,7 @@ class Worker:
             if h.future is not None and h.future.cancel():
                 continue  # _on_done requeues it; the next delivery finds it cancelled and fails it
             running.add(h.env.id)
-            self.bus.publish(results_destination(h.env.work_id or ""), failure_message(
+            self.bus.publish(results_destination(h.env.work_id, h.env.reply_to), failure_message(
                 h.delivery.body, WorkCancelled(f"job {h.env.job_key} was stopped: {control.reason or 'cancelled'}"),
                 self.secret))
         if running:
@@ -273,37 +306,58 @@ class Worker:
     def _on_holder(self, delivery: Delivery) -> None:
         """Remember which workers held which jobs, to name them if a job keeps losing its worker."""
         try:
-            env = decode(delivery.body, self.secret)
-            event = Event.from_json(env.body)
+            events = decode_events(delivery.body, self.secret)
         except InvalidMessage:
             return
-        if event.type not in ("job_heartbeat", "job_started"):
-            return
-        key = (event.work_id, event.job_key)
-        workers = set(self._holders.get(key, ()))
-        workers.add(str(event.data.get("worker", "?")))
-        self._holders.remember(key, workers)
+        for event in events:
+            worker = str(event.data.get("worker", "?"))
+            if event.type == JOBS_HELD:
+                keys = [(work_id, job_key) for work_id, job_key in event.data.get("jobs", ())]
+            elif event.type in ("job_heartbeat", "job_started"):
+                keys = [(event.work_id, event.job_key)]
+            else:
+                continue
+            for key in keys:
+                workers = set(self._holders.get(key, ()))
+                workers.add(worker)
+                self._holders.remember(key, workers)
 
-    def _heartbeat_message(self, held: _Held) -> bytes:
-        event = Event("job_heartbeat", held.env.workflow_id, held.env.work_id, held.env.job_key, held.env.attempt,
-                      data={"worker": self.name})
-        return encode_event(event, self.secret)
-
-    def _heartbeat(self, held: _Held, message: bytes | None = None) -> None:
-        try:
-            self.bus.broadcast_async(EVENTS_TOPIC, message or self._heartbeat_message(held))
-        except Exception as err:  # noqa: BLE001 - a missed heartbeat must not stop the job
-            logger.warning("heartbeat for job %s not sent: %s", held.env.job_key, err)
+    def _heartbeat(self, held: _Held) -> None:
+        """A job's heartbeat for the server (batched with the others: see ``EventBatcher``)."""
+        self.events.add(Event("job_heartbeat", held.env.workflow_id, held.env.work_id, held.env.job_key,
+                              held.env.attempt, data={"worker": self.name}))
 
     def _announce(self, held: _Held) -> None:
         """Tell the other workers we hold this job; it runs once the broker has the notice, so a job that
-        kills this worker at once is still pinned on it.  The same signed heartbeat goes to the server."""
-        message = self._heartbeat_message(held)
-        self._heartbeat(held, message)
+        kills this worker at once is still pinned on it.  While one notice is on its way, the jobs taken
+        meanwhile wait to go together in the next, so a burst of deliveries costs one notice, not one each.
+        The accept heartbeat goes to the server (it stands for the job's ``job_started``)."""
+        self._heartbeat(held)
+        with self._lock:
+            self._unannounced.append(held)
+            if self._announcing:
+                return
+            self._announcing = True
+        self._send_notice()
+
+    def _send_notice(self) -> None:
+        with self._lock:
+            batch, self._unannounced = self._unannounced, []
+            if not batch:
+                self._announcing = False
+                return
+        notice = Event(JOBS_HELD, data={"worker": self.name,
+                                        "jobs": [[h.env.work_id, h.env.job_key] for h in batch]})
         try:
-            self.bus.broadcast_async(HOLDERS_TOPIC, message, lambda err: self._run(held, err))
-        except Exception as err:  # noqa: BLE001 - the job runs even if nobody can be told
+            self.bus.broadcast_async(HOLDERS_TOPIC, encode_event(notice, self.secret),
+                                     lambda err: self._noticed(batch, err))
+        except Exception as err:  # noqa: BLE001 - the jobs run even if nobody can be told
+            self._noticed(batch, err)
+
+    def _noticed(self, batch: list[_Held], err: BaseException | None) -> None:
+        for held in batch:
             self._run(held, err)
+        self._send_notice()
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.5, self.settings.heartbeat_interval)

@@ -173,6 +173,7 @@ def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
     """Mark the workflow's unfinished records cancelled, end their waiting calls, tell workers to stop."""
     now = time.time()
     ended: list[tuple[str | None, str, str, int]] = []
+    reply_to: dict[str, str | None] = {}
     with ctx.db.session() as s, s.begin():
         wf = queries.resolve_workflow(s, ref)
         if wf.status not in WORK_TERMINAL:
@@ -182,6 +183,7 @@ def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
         final_status = wf.status
         works = s.scalars(select(WorkRecord).where(WorkRecord.workflow_id == wf.id)).all()
         for work in works:
+            reply_to[work.id] = work.reply_to
             if work.status not in WORK_TERMINAL:
                 work.status = CANCELLED
                 work.finished_at = now
@@ -203,6 +205,7 @@ def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
                           exception=serialization.dumps(WorkCancelled(message)))
         payload = ResultPayload(ok=False, error=error, metrics=JobMetrics(now, now, "server", attempt))
         header = {"workflow_id": wf_id, "work_id": work_id, "job_key": key, "attempt": attempt}
-        ctx.bus.publish(results_destination(work_id), result_message(header, payload, ctx.secret))
+        ctx.bus.publish(results_destination(work_id, reply_to.get(work_id)),
+                        result_message(header, payload, ctx.secret))
     logger.warning("workflow %s cancelled (%d unfinished jobs)", workflow_id, len(ended))
     return CancelResult(workflow_id=workflow_id, status=final_status, jobs_cancelled=len(ended))

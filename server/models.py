@@ -41,6 +41,8 @@ class WorkRecord(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     executor: Mapped[str] = mapped_column(String(255), default="")
     queue: Mapped[str] = mapped_column(String(255), default="")
+    #: the driver's results queue: where the monitor sends retries and failure results
+    reply_to: Mapped[str | None] = mapped_column(String(255), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=UNKNOWN)
     n_jobs: Mapped[int] = mapped_column(Integer, default=0)
     max_walltime: Mapped[float | None] = mapped_column(Float, nullable=True)

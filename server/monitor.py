@@ -61,6 +61,8 @@ class Action:
     attempt: int
     reason: str
     message: bytes | None = field(default=None, repr=False)
+    #: the queue the message goes to (the work's driver's results queue)
+    destination: str = ""
 
 
 class Monitor:
@@ -114,7 +116,7 @@ class Monitor:
                     actions.append(action)
         for action in actions:
             if action.message is not None:
-                self.bus.publish(results_destination(action.work_id), action.message)
+                self.bus.publish(action.destination, action.message)
             log = logger.error if action.kind == "failed" else logger.warning
             log("monitor %s job %s of work %s (attempt %d): %s", action.kind, action.job_key, action.work_id,
                 action.attempt, action.reason)
@@ -171,7 +173,8 @@ class Monitor:
         job.retry_at = None
         job.last_seen = now
         job.updated_at = now
-        return Action("retried", work.id, job.job_key, attempt, reason, control.encode(self.secret))
+        return Action("retried", work.id, job.job_key, attempt, reason, control.encode(self.secret),
+                      results_destination(work.id, work.reply_to))
 
     def _fail(self, job: JobRecord, work: WorkRecord, now: float, reason: str) -> Action:
         workers = [w for w in (job.lost_workers or "").split(",") if w] or [job.worker or "unknown"]
@@ -190,4 +193,5 @@ class Monitor:
         job.finished_at = now
         job.retry_at = None
         job.requeued = False
-        return Action("failed", work.id, job.job_key, job.attempt, message, result_message(header, payload, self.secret))
+        return Action("failed", work.id, job.job_key, job.attempt, message,
+                      result_message(header, payload, self.secret), results_destination(work.id, work.reply_to))

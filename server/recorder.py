@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from iworkflow.bus.base import Bus, Delivery, Subscription
 from iworkflow.errors import InvalidMessage
-from iworkflow.messages import EVENTS_TOPIC, Event, decode_event
+from iworkflow.messages import EVENTS_TOPIC, Event, decode_events
 
 from .db import Database
 from .models import (
@@ -159,6 +159,8 @@ def _work_submitted(session: Session, event: Event, now: float) -> None:
     work.name = work.name or str(data.get("name") or "")[:255]
     work.executor = work.executor or str(data.get("executor") or "")[:255]
     work.queue = work.queue or str(data.get("queue") or "")[:255]
+    if data.get("reply_to"):
+        work.reply_to = str(data["reply_to"])[:255]
     if data.get("max_walltime"):
         work.max_walltime = float(data["max_walltime"])
     work.submitted_at = _min(work.submitted_at, event.ts)
@@ -302,19 +304,20 @@ class Recorder:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         try:
-            event = decode_event(delivery.body, self.secret)
+            events = decode_events(delivery.body, self.secret)
         except InvalidMessage as err:
             self.rejected += 1
             logger.error("recorder drops an unreadable event: %s", err)
             delivery.ack()
             return
-        self.submit(event, delivery)
+        self.submit(events, delivery)
 
-    def submit(self, event: Event, delivery: Delivery | None = None) -> None:
-        """Queue an event for writing on the recorder thread; its delivery is acked once it is written."""
+    def submit(self, events: list[Event], delivery: Delivery | None = None) -> None:
+        """Queue one message's events for writing on the recorder thread; its delivery is acked once they are
+        written."""
         with self._cond:
             self._pending += 1
-        self._queue.put((event, delivery))
+        self._queue.put((events, delivery))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event received so far is written; False if that took longer than ``timeout``."""
@@ -326,9 +329,9 @@ class Recorder:
             first = self._queue.get()
             if first is None:
                 return
-            events = [first]
+            items = [first]
             stop = False
-            while len(events) < self.batch:
+            while len(items) < self.batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -336,13 +339,13 @@ class Recorder:
                 if item is None:
                     stop = True
                     break
-                events.append(item)
-            self._write([event for event, _ in events])
-            for _, delivery in events:
+                items.append(item)
+            self._write([event for batch, _ in items for event in batch])
+            for _, delivery in items:
                 if delivery is not None:
                     delivery.ack()
             with self._cond:
-                self._pending -= len(events)
+                self._pending -= len(items)
                 self._cond.notify_all()
             if stop:
                 return

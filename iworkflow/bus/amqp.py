@@ -41,6 +41,9 @@ CONSUME_TIMEOUT = 15.0
 HEARTBEAT = 20
 RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
 QUORUM_PREFIX = "jobs."
+RESULTS_PREFIX = "results."
+#: a results queue nobody has consumed for a day belongs to a driver that is gone
+RESULTS_QUEUE_EXPIRES_MS = 24 * 3600 * 1000
 
 
 def _reconnect_delay(attempt: int) -> float:
@@ -109,6 +112,7 @@ class _Consumer(Subscription):
     topic: bool
     bind: str = ""
     channel: Any = None
+    on_message: Any = None
     unsettled: int = 0
     active: bool = True
     started: threading.Event = field(default_factory=threading.Event)
@@ -120,6 +124,15 @@ class _Consumer(Subscription):
             return
         self.active = False
         self.bus._call_soon(lambda: self.bus._stop_consumer(self))
+
+    def set_prefetch(self, prefetch: int) -> None:
+        """Consume again with the new limit: RabbitMQ fixes a consumer's prefetch when it starts, and quorum
+        queues have no channel-wide limit to change instead.  Deliveries in flight at the switch return to
+        the queue."""
+        if self.topic or prefetch == self.prefetch:
+            return
+        self.prefetch = prefetch
+        self.bus._call_soon(lambda: self.bus._reconsume(self))
 
     def settled(self, channel, action: Callable[[Any], None]) -> None:
         """(I/O thread) ack/reject on the channel that received the message, if it is still open."""
@@ -294,6 +307,8 @@ class AmqpBus(Bus):
         args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue}
         if name.startswith(self.prefix + QUORUM_PREFIX):
             args["x-queue-type"] = "quorum"
+        elif name.startswith(self.prefix + RESULTS_PREFIX):
+            args["x-expires"] = RESULTS_QUEUE_EXPIRES_MS  # a crashed driver's results queue goes away
         return args
 
     def _declare_queue(self, channel, name: str, callback=None) -> None:
@@ -402,7 +417,10 @@ class AmqpBus(Bus):
                 consumer.started.set()
 
         channel.add_on_close_callback(on_close)
-        on_message = lambda ch, method, props, body: self._on_message(consumer, ch, method, props, body)
+        def on_message(ch, method, props, body: bytes) -> None:
+            self._on_message(consumer, ch, method, props, body)
+
+        consumer.on_message = on_message
         if consumer.topic:
             channel.exchange_declare(consumer.name, exchange_type="fanout", durable=True)
 
@@ -439,6 +457,15 @@ class AmqpBus(Bus):
             consumer.unsettled += 1
         self._deliveries.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body,
                                                      bool(method.redelivered), count)))
+
+    def _reconsume(self, consumer: _Consumer) -> None:
+        channel = consumer.channel
+        if channel is None or not channel.is_open or not consumer.active or not channel.consumer_tags:
+            return  # a consumer (re)started later uses consumer.prefetch anyway
+        for tag in list(channel.consumer_tags):
+            channel.basic_cancel(tag)
+        channel.basic_qos(prefetch_count=max(0, consumer.prefetch))
+        channel.basic_consume(consumer.name, consumer.on_message)
 
     def _stop_consumer(self, consumer: _Consumer) -> None:
         if consumer in self._consumers:

@@ -38,6 +38,9 @@ class Subscription(ABC):
     @abstractmethod
     def cancel(self) -> None: ...
 
+    def set_prefetch(self, prefetch: int) -> None:
+        """Change how many unsettled messages the broker hands this consumer (buses that cannot: no-op)."""
+
 
 class Bus(ABC):
     """Moves bytes between drivers, workers and the server.

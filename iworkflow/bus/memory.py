@@ -49,6 +49,11 @@ class _Consumer(Subscription):
     def cancel(self) -> None:
         self.queue.remove(self)
 
+    def set_prefetch(self, prefetch: int) -> None:
+        with self.queue.bus._cond:
+            self.prefetch = prefetch
+            self.queue.bus._cond.notify_all()
+
 
 @dataclass(eq=False)
 class _Queue:

@@ -16,7 +16,7 @@ import pytest
 from iworkflow import serialization, work
 from iworkflow.bus import connect
 from iworkflow.config import load_settings
-from iworkflow.messages import JobPayload, encode_payload, jobs_destination, results_destination
+from iworkflow.messages import JobPayload, encode_payload, jobs_destination
 from iworkflow.result_store import REF_MAGIC, RESULTS_DIR, resolve, spill
 
 from .conftest import BOTH, Cluster, wait_for
@@ -107,7 +107,7 @@ def test_truncated_and_unpicklable_job_messages_are_dead_lettered(cluster: Clust
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("cluster", BOTH, indirect=True)
 def test_a_corrupted_result_message_is_dead_lettered_and_the_real_result_still_arrives(cluster: Cluster) -> None:
-    """Garbage on a work's results queue is dead-lettered by the driver; the job's own result is kept."""
+    """Garbage on the driver's results queue is dead-lettered by the driver; the job's own result is kept."""
     cluster.start_worker("worker", slots=1)
     cluster.driver()
     w = blob(size=10)
@@ -115,7 +115,7 @@ def test_a_corrupted_result_message_is_dead_lettered_and_the_real_result_still_a
     bus = connect(cluster.url, load_settings(broker=cluster.url, destination_prefix=cluster.prefix))
     try:
         bus.consume("dlq", lambda d: (dead.append(d.body), d.ack()))
-        bus.publish(results_destination(w.internal_id), b"IWF\x01garbage")
+        bus.publish(w.runtime.inbox.destination, b"IWF\x01garbage")
         w.submit()
         assert len(w.wait_results(timeout=30)) == 10
         wait_for(lambda: dead == [b"IWF\x01garbage"], 30, "the corrupted result in the dead-letter queue")

@@ -1,0 +1,81 @@
+"""The driver's results inbox: one queue per driver process, each message routed to its work's AsyncResult.
+
+One long-lived queue instead of one per work saves a queue declare and delete per call (several ms on a
+broker), and workers declare it once per driver rather than once per work.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import TYPE_CHECKING, Callable
+
+from .envelope import Envelope, decode
+from .errors import InvalidMessage
+from .messages import inbox_destination
+
+if TYPE_CHECKING:
+    from .bus.base import Bus, Delivery, Subscription
+
+logger = logging.getLogger(__name__)
+
+Route = Callable[[Envelope, "Delivery"], None]
+
+
+class Inbox:
+    """Consumes ``results.driver-<id>`` from the first registered work on; routes by the header's work id."""
+
+    def __init__(self, bus: "Bus", secret: bytes, driver_id: str | None = None):
+        self.bus = bus
+        self.secret = secret
+        self.destination = inbox_destination(driver_id or uuid.uuid4().hex[:16])
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.Lock()
+        self._subscription: Subscription | None = None
+        self._closed = False
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the broker ended the inbox's consumer, if it did."""
+        return getattr(self._subscription, "error", None)
+
+    def register(self, work_id: str, route: Route) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the results inbox is closed (iworkflow.shutdown() was called)")
+            self._routes[work_id] = route
+            if self._subscription is None:
+                # publishers declare the queue as well: no need to wait for the broker here
+                self._subscription = self.bus.consume(self.destination, self._on_delivery, prefetch=0, wait=False)
+
+    def unregister(self, work_id: str) -> None:
+        with self._lock:
+            self._routes.pop(work_id, None)
+
+    def _on_delivery(self, delivery: "Delivery") -> None:
+        try:
+            env = decode(delivery.body, self.secret)
+        except InvalidMessage as err:
+            logger.error("dead-lettering an unreadable result on %s: %s", delivery.destination, err)
+            delivery.reject(requeue=False)
+            return
+        route = self._routes.get(env.work_id or "")
+        if route is None:
+            logger.debug("result of job %s for finished or unknown work %s dropped", env.job_key, env.work_id)
+            delivery.ack()
+            return
+        route(env, delivery)
+
+    def close(self) -> None:
+        """Stop consuming and delete the queue: nobody will read it again."""
+        with self._lock:
+            self._closed = True
+            subscription, self._subscription = self._subscription, None
+            self._routes.clear()
+        if subscription is None:
+            return
+        subscription.cancel()
+        try:
+            self.bus.forget_queue(self.destination)
+        except Exception as err:  # noqa: BLE001 - the broker may already be gone at interpreter exit
+            logger.debug("could not delete %s: %s", self.destination, err)
