@@ -22,8 +22,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ALL = ["iworkflow-local", "ppe", "ray", "dask", "iworkflow-rabbitmq", "iworkflow-activemq", "celery"]
-BROKER_OF = {"iworkflow-rabbitmq": "raw-rabbitmq", "iworkflow-activemq": "raw-activemq", "celery": "raw-rabbitmq"}
+ALL = ["iworkflow-local", "ppe", "ray", "dask", "iworkflow-rabbitmq", "iworkflow-rabbitmq-single",
+       "iworkflow-activemq", "celery"]
+BROKER_OF = {"iworkflow-rabbitmq": "raw-rabbitmq", "iworkflow-rabbitmq-single": "raw-rabbitmq",
+             "iworkflow-activemq": "raw-activemq", "celery": "raw-rabbitmq"}
 HPO_IDEAL = 10 * 0.010  # 20 jobs of 10 ms on 2 workers: 10 rounds of 10 ms
 
 
@@ -129,8 +131,9 @@ def markdown(rows: dict[str, dict], raw: dict[str, list[float]], sizes: list[int
     for n in sizes:
         lines.append(f"- {n:,} jobs: iworkflow local / PPE.map = {ratio('iworkflow-local', 'ppe', n)} (target "
                      f">= 0.83, i.e. within 1.2x); iworkflow RabbitMQ / Celery = "
-                     f"{ratio('iworkflow-rabbitmq', 'celery', n)} (target >= 1.5)")
-    for system in ("iworkflow-rabbitmq", "iworkflow-activemq"):
+                     f"{ratio('iworkflow-rabbitmq', 'celery', n)} (target >= 1.5; bundles off: "
+                     f"{ratio('iworkflow-rabbitmq-single', 'celery', n)})")
+    for system in ("iworkflow-rabbitmq", "iworkflow-rabbitmq-single", "iworkflow-activemq"):
         row = rows.get(system)
         if row and row["rate"].get(base) and row["ceiling"] == row["ceiling"]:
             lines.append(f"- {row['name']} / raw broker ceiling at {base:,} jobs = "

@@ -116,9 +116,10 @@ class System:
 class IworkflowSystem(System):
     """iworkflow with the local executor (``broker=None``) or 2 ``iworkflow worker`` processes x 1 slot."""
 
-    def __init__(self, name: str, broker: str | None):
+    def __init__(self, name: str, broker: str | None, bundles: str = "auto"):
         self.name = name
         self.broker = broker
+        self.bundles = bundles
         self.procs: list[subprocess.Popen] = []
         self.tasks: dict[Any, Any] = {}
 
@@ -137,7 +138,8 @@ class IworkflowSystem(System):
                           for _ in range(WORKERS)]
             for p in self.procs:
                 wait_ready(p, "ready")
-            iworkflow.configure(broker=self.broker, executor="broker", queue="bench", destination_prefix=prefix)
+            iworkflow.configure(broker=self.broker, executor="broker", queue="bench", destination_prefix=prefix,
+                                bundles=self.bundles)
         self.fanout(20)
 
     def _task(self, func):
@@ -220,6 +222,7 @@ class CelerySystem(System):
         (workdir / "bench_celery_app.py").write_text(textwrap.dedent(CELERY_APP))
         queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
         os.environ.update(BENCH_CELERY_BROKER=RABBITMQ, BENCH_CELERY_QUEUE=queue)
+        self.queue = queue
         env = dict(os.environ, PYTHONPATH=f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         sys.path.insert(0, str(workdir))
         logs = [workdir / f"worker{i}.log" for i in range(WORKERS)]
@@ -253,6 +256,8 @@ class CelerySystem(System):
             self.app.app.control.purge()
         finally:
             stop(self.procs)
+            with self.app.app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(self.queue)  # durable: it would outlive the run
 
 
 class DaskSystem(System):
@@ -308,6 +313,8 @@ class RaySystem(System):
 SYSTEMS: dict[str, Callable[[], System]] = {
     "iworkflow-local": lambda: IworkflowSystem("iworkflow local" + LABEL, None),
     "iworkflow-rabbitmq": lambda: IworkflowSystem("iworkflow RabbitMQ" + LABEL, RABBITMQ),
+    "iworkflow-rabbitmq-single": lambda: IworkflowSystem("iworkflow RabbitMQ, bundles off" + LABEL, RABBITMQ,
+                                                         bundles="off"),
     "iworkflow-activemq": lambda: IworkflowSystem("iworkflow ActiveMQ" + LABEL, ACTIVEMQ),
     "ppe": PoolSystem,
     "celery": CelerySystem,

@@ -20,7 +20,7 @@ from typing import Iterable
 
 from iworkflow.errors import JobLostError
 from iworkflow.events import EventBatcher
-from iworkflow.messages import Job, results_destination
+from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
 from iworkflow.runner import EVENT, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
 
 from .base import Executor
@@ -107,7 +107,7 @@ class _PoolProcess:
             for job, future, data in done:
                 by_destination.setdefault(results_destination(job.work_id, job.reply_to), []).append((future, data))
             for destination, items in by_destination.items():
-                self._publish(bus, destination, items)
+                self._publish(bus, destination, items, self.pool.settings.secret_bytes)
         self.pool._on_exit(self)
 
     def _timed(self, sent_at: float) -> None:
@@ -117,14 +117,18 @@ class _PoolProcess:
         self.last_result_at = now
 
     @staticmethod
-    def _publish(bus, destination: str, items: list[tuple[Future, bytes]]) -> None:
+    def _publish(bus, destination: str, items: list[tuple[Future, bytes]], secret: bytes) -> None:
         """Publish results without waiting for the broker; each job's Future completes on the confirm.
 
         Not waiting keeps this reader free to feed the process while the broker stores the results; the
-        job counts as done (a broker worker acks its message) only once they are confirmed."""
+        job counts as done (a broker worker acks its message) only once they are confirmed.  Results that
+        came back together go to a driver's inbox as one bundle."""
         futures = [future for future, _data in items]
+        bodies = [data for _future, data in items]
+        if len(bodies) > 1 and is_inbox(destination):
+            bodies = [encode_bundle(bodies, secret)]
         try:
-            sent = bus.publish_many_async(destination, [data for _future, data in items])
+            sent = bus.publish_many_async(destination, bodies)
         except Exception as err:  # noqa: BLE001 - the bus is closing: the Futures say why
             sent = Future()
             sent.set_exception(err)

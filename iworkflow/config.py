@@ -51,6 +51,8 @@ class Settings:
     event_backlog_ttl: float = 86400.0
     #: job results larger than this go to the result store; the message carries a reference
     result_inline_max_mb: float = 1.0
+    #: "auto": large fan-outs of a function measured to be short travel in bundles; "off": one job per message
+    bundles: str = "auto"
     log_level: str = "WARNING"
 
     @property
@@ -81,6 +83,10 @@ class Settings:
     @property
     def cache_enabled(self) -> bool:
         return self.cache.lower() not in ("off", "0", "false", "no")
+
+    @property
+    def bundles_enabled(self) -> bool:
+        return self.bundles.lower() not in ("off", "0", "false", "no")
 
     def with_(self, **changes: Any) -> "Settings":
         return replace(self, **changes)

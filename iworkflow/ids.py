@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import random
 import uuid
 from typing import Any
+
+# Ids need uniqueness, not secrecy: a generator seeded from the OS (again in every forked child) makes
+# them without a system call, which on a busy driver would also hand the GIL to another thread.
+_rng = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
 
 
 def _json_default(value: Any) -> Any:
@@ -27,4 +34,10 @@ def get_unique_id_for_dict(d: Any) -> str:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string."""
+    return str(uuid.UUID(int=_rng.getrandbits(128), version=4))
+
+
+def random_hex(nbytes: int) -> str:
+    """``nbytes`` random bytes as hex, e.g. for message ids."""
+    return f"{_rng.getrandbits(nbytes * 8):0{nbytes * 2}x}"

@@ -10,16 +10,33 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Callable
 
+from .bus.base import Delivery
 from .envelope import Envelope, decode
 from .errors import InvalidMessage
-from .messages import inbox_destination
+from .messages import DEAD_LETTER_QUEUE, inbox_destination, split_bundle
 
 if TYPE_CHECKING:
-    from .bus.base import Bus, Delivery, Subscription
+    from .bus.base import Bus, Subscription
 
 logger = logging.getLogger(__name__)
 
 Route = Callable[[Envelope, "Delivery"], None]
+
+
+class _Member(Delivery):
+    """One result of a result bundle: nothing to ack alone; rejecting it sends it to the dead letters."""
+
+    def __init__(self, bus: "Bus", body: bytes, destination: str):
+        self.body = body
+        self.destination = destination
+        self._bus = bus
+
+    def ack(self) -> None:
+        pass
+
+    def reject(self, requeue: bool = False) -> None:
+        if not requeue:
+            self._bus.publish(DEAD_LETTER_QUEUE, self.body)
 
 
 class Inbox:
@@ -55,10 +72,24 @@ class Inbox:
     def _on_delivery(self, delivery: "Delivery") -> None:
         try:
             env = decode(delivery.body, self.secret)
+            members = split_bundle(env) if env.kind == "bundle" else None
         except InvalidMessage as err:
             logger.error("dead-lettering an unreadable result on %s: %s", delivery.destination, err)
             delivery.reject(requeue=False)
             return
+        if members is None:
+            self._route(env, delivery)
+            return
+        for body in members:  # a bundle of results that came back together: settled as a whole
+            member = _Member(self.bus, body, delivery.destination)
+            try:
+                self._route(decode(body, self.secret), member)
+            except InvalidMessage as err:
+                logger.error("dead-lettering an unreadable result in a bundle on %s: %s", delivery.destination, err)
+                member.reject(requeue=False)
+        delivery.ack()
+
+    def _route(self, env: Envelope, delivery: "Delivery") -> None:
         route = self._routes.get(env.work_id or "")
         if route is None:
             logger.debug("result of job %s for finished or unknown work %s dropped", env.job_key, env.work_id)

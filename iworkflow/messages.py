@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -71,6 +72,9 @@ class Job:
     max_walltime: float | None = None
     #: the driver's results queue, where the result goes (None: the work's own ``results.<work_id>``)
     reply_to: str | None = None
+    #: how long the function's jobs have been taking in this driver (None: not known yet); executors may
+    #: bundle short jobs into one message
+    expected_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,9 +112,17 @@ def results_destination(work_id: str | None, reply_to: str | None = None) -> str
     return reply_to or f"results.{work_id or ''}"
 
 
+INBOX_PREFIX = "results.driver-"
+
+
 def inbox_destination(driver_id: str) -> str:
     """The one results queue of a driver process, shared by all its works."""
-    return f"results.driver-{driver_id}"
+    return INBOX_PREFIX + driver_id
+
+
+def is_inbox(destination: str) -> bool:
+    """Whether a driver's inbox reads this queue (it takes result bundles; a work's own queue may not)."""
+    return destination.startswith(INBOX_PREFIX)
 
 
 def jobs_destination(queue: str) -> str:
@@ -121,6 +133,33 @@ EVENTS_TOPIC = "events"
 #: workers tell each other which of them holds which job (so a job that keeps losing its worker names it)
 HOLDERS_TOPIC = "holders"
 DEAD_LETTER_QUEUE = "dlq"
+
+
+_LENGTH = struct.Struct(">I")
+
+
+def encode_bundle(members: list[bytes], secret: bytes, **header: Any) -> bytes:
+    """One signed message carrying several signed job (or result) messages of one work, sent and settled
+    together: for short jobs, the broker then moves one message per bundle instead of one per job."""
+    body = b"".join(_LENGTH.pack(len(m)) + m for m in members)
+    return encode(Envelope(kind="bundle", body=body, **header), secret)
+
+
+def split_bundle(env: Envelope) -> list[bytes]:
+    """The member messages of a verified bundle (each still signed: receivers verify them as usual)."""
+    if env.kind != "bundle":
+        raise InvalidMessage(f"expected a bundle message, got {env.kind!r}")
+    body, pos, members = env.body, 0, []
+    while pos < len(body):
+        if pos + _LENGTH.size > len(body):
+            raise InvalidMessage("bundle truncated inside a member's length")
+        (length,) = _LENGTH.unpack_from(body, pos)
+        pos += _LENGTH.size
+        if pos + length > len(body):
+            raise InvalidMessage("bundle truncated inside a member")
+        members.append(body[pos : pos + length])
+        pos += length
+    return members
 
 
 def encode_payload(kind: str, payload: Any, secret: bytes, **header: Any) -> bytes:

@@ -27,6 +27,7 @@ class Runtime:
         self._executors: dict[str, Any] = {}
         self._result_cache = None
         self._inbox = None
+        self._job_seconds: dict[str, float] = {}
         self._lock = threading.RLock()
         self.emit_events = settings.emits_events
 
@@ -50,6 +51,14 @@ class Runtime:
 
                     self._inbox = Inbox(self.bus, self.secret)
         return self._inbox
+
+    def note_job_seconds(self, func_digest: str, seconds: float) -> None:
+        """Keep a moving average of how long a function's jobs run (what executors may bundle by)."""
+        previous = self._job_seconds.get(func_digest)
+        self._job_seconds[func_digest] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def expected_job_seconds(self, func_digest: str) -> float | None:
+        return self._job_seconds.get(func_digest)
 
     def executor(self, name: str | None = None):
         from .executors import create_executor

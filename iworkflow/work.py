@@ -71,6 +71,7 @@ class Work:
         self._jobs: dict[str, Job] = {}
         self.parents: list[str] = []
         self._scope: str | None = None
+        self._digest: str | None = None
         self._lock = threading.Lock()
         self._runtime = None
         if multi_jobs_kwargs_list is not None and not isinstance(multi_jobs_kwargs_list, (list, tuple)):
@@ -197,7 +198,8 @@ class Work:
             func_bytes = serialization.dumps_function(self._func)
         except Exception as err:
             raise ConfigurationError(f"function {self.name} cannot be serialized with cloudpickle: {err}") from None
-        digest = hashlib.sha256(func_bytes).hexdigest()
+        digest = self._digest = hashlib.sha256(func_bytes).hexdigest()
+        expected = self.runtime.expected_job_seconds(digest)
         source = None
         if executor.ships_source and self._workflow is not None:
             source = self._workflow.source_ref()
@@ -219,7 +221,8 @@ class Work:
                                   job_key=key, attempt=1, id=job_id, reply_to=reply_to)
             jobs.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id, job_key=key,
                             attempt=1, data=data, queue=queue, core_count=self.core_count,
-                            total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to))
+                            total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
+                            expected_seconds=expected))
         return jobs
 
     def submit(self) -> str:
@@ -235,13 +238,6 @@ class Work:
         if self._workflow is not None and hasattr(self._workflow, "parents_of"):
             self.parents = self._workflow.parents_of([self.args, self.kwargs, self.pre_kwargs,
                                                       self.multi_jobs_kwargs_list])
-        self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
-            "name": self.name, "executor": self.executor_name, "queue": self.queue,
-            "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
-            "parents": self.parents,
-            "max_walltime": jobs[0].max_walltime if jobs else None,
-            "reply_to": result.destination,
-        }))
         self.status = RUNNING
         self._jobs = {job.job_key: job for job in jobs}
         if cached:
@@ -251,6 +247,14 @@ class Work:
                 result._record(key, pickle.loads(raw), cached=True)
         if jobs:
             self._dispatch(executor, jobs)
+        # after the dispatch, so the jobs are not queued behind it (the recorder takes events in any order)
+        self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
+            "name": self.name, "executor": self.executor_name, "queue": self.queue,
+            "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
+            "parents": self.parents,
+            "max_walltime": jobs[0].max_walltime if jobs else None,
+            "reply_to": result.destination,
+        }))
         return self.internal_id
 
     def _dispatch(self, executor, jobs: list[Job]) -> None:
@@ -301,6 +305,8 @@ class Work:
                                     data={"worker": "result-cache", "cached": True}))
         elif outcome.ok and raw is not None and self._scope is not None:
             self.runtime.result_cache.put(self._scope, outcome.key, raw)
+        if outcome.ok and not outcome.cached and outcome.metrics is not None and self._digest is not None:
+            self.runtime.note_job_seconds(self._digest, outcome.metrics.duration)
         if self._async is not None and self._async.is_all_results_available and self.status == RUNNING:
             if self._scope is not None:
                 self.runtime.result_cache.flush()

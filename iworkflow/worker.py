@@ -2,7 +2,7 @@
 
 A job message is acked only after its result is published, so a worker that dies loses nothing: the
 broker hands the message to another worker.  The prefetch follows the measured job duration: enough
-jobs buffered per slot to cover ``REFILL_SECONDS`` of work (the broker's round trips to refill), between
+messages (single jobs or bundles of short jobs) buffered per slot to cover ``REFILL_SECONDS`` of work (the broker's round trips to refill), between
 ``PREFETCH_MIN_PER_SLOT`` (long jobs: no hoarding) and ``PREFETCH_MAX_PER_SLOT`` (no-op jobs).  Detached
 workflow drivers (which wait for their own works) are moved to ``jobs.<queue>.drivers`` and run outside
 the slot count, so a driver never starves its works.
@@ -27,6 +27,7 @@ from .events import EventBatcher
 from .messages import (
     CANCEL,
     CONTROL_TOPIC,
+    DEAD_LETTER_QUEUE,
     HOLDERS_TOPIC,
     Control,
     Event,
@@ -36,7 +37,9 @@ from .messages import (
     decode_payload,
     encode_event,
     jobs_destination,
+    load_payload,
     results_destination,
+    split_bundle,
 )
 from .runner import failure_message
 
@@ -64,6 +67,52 @@ class _Held:
     future: Future | None = None
     driver: bool = False
     since: float = field(default_factory=time.time)
+
+
+class _Bundle:
+    """A bundle message being run as separate jobs: settled once every job is (see ``Worker._on_bundle``)."""
+
+    def __init__(self, worker: "Worker", delivery: Delivery, size: int, back: list[bytes] | None = None):
+        self.worker = worker
+        self.delivery = delivery
+        self.remaining = size
+        self.back: list[bytes] = back or []
+        self.dead: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def settle(self, body: bytes, outcome: str) -> None:
+        with self._lock:
+            if outcome == "back":
+                self.back.append(body)
+            elif outcome == "dead":
+                self.dead.append(body)
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.worker._settle_bundle(self)
+
+
+class _BundleMember(Delivery):
+    """One job of a bundle: acking it marks it done, rejecting it hands it back (or to the dead letters)."""
+
+    def __init__(self, bundle: _Bundle, body: bytes):
+        self.body = body
+        self.destination = bundle.delivery.destination
+        self.redelivered = False
+        self.delivery_count = 1
+        self._bundle = bundle
+        self._settled = False
+
+    def ack(self) -> None:
+        self._settle("done")
+
+    def reject(self, requeue: bool = False) -> None:
+        self._settle("back" if requeue else "dead")
+
+    def _settle(self, outcome: str) -> None:
+        if not self._settled:
+            self._settled = True
+            self._bundle.settle(self.body, outcome)
 
 
 class _Recent(OrderedDict):
@@ -116,6 +165,9 @@ class Worker:
         self._job_sub: Subscription | None = None
         self.events = EventBatcher(bus, self.secret)
         self._unannounced: list[_Held] = []
+        self._settling = 0
+        #: moving average of jobs per message taken (bundles carry many): the prefetch counts messages
+        self._jobs_per_message = 1.0
         self._announcing = False
         self.prefetch = self.slots * PREFETCH_MIN_PER_SLOT
         self._prefetch_reviewed = time.monotonic()
@@ -147,7 +199,7 @@ class Worker:
                 logger.info("requeueing job %s (not started)", h.env.job_key)
         deadline = None if grace is None else time.monotonic() + grace
         with self._idle:
-            while self._held:
+            while self._held or self._settling:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     logger.error("worker %s: %d job(s) still running after %.0fs; leaving them to the broker",
@@ -165,26 +217,98 @@ class Worker:
         try:
             return decode_payload(delivery.body, self.secret, "job")
         except InvalidMessage as err:
-            try:
-                where = peek_header(delivery.body)
-                what = f"job {where.get('job_key')} of work {where.get('work_id')}"
-            except InvalidMessage:
-                what = "an unreadable message"
-            logger.error("worker %s dead-letters %s from %s: %s", self.name, what, delivery.destination, err)
-            delivery.reject(requeue=False)
+            self._dead_letter(delivery, err)
             return None
 
+    def _dead_letter(self, delivery: Delivery, err: InvalidMessage) -> None:
+        try:
+            where = peek_header(delivery.body)
+            what = f"{where.get('kind')} {where.get('job_key') or ''} of work {where.get('work_id')}"
+        except InvalidMessage:
+            what = "an unreadable message"
+        logger.error("worker %s dead-letters %s from %s: %s", self.name, what, delivery.destination, err)
+        delivery.reject(requeue=False)
+
     def _on_job(self, delivery: Delivery) -> None:
-        checked = self._verify(delivery)
-        if checked is None:
+        try:
+            env = decode(delivery.body, self.secret)
+            if env.kind == "bundle":
+                members = split_bundle(env)
+                self._jobs_per_message = 0.8 * self._jobs_per_message + 0.2 * max(1, len(members))
+                self._on_bundle(delivery, members)
+                return
+            payload = load_payload(env, "job")
+        except InvalidMessage as err:
+            self._dead_letter(delivery, err)
             return
-        env, payload = checked
+        self._jobs_per_message = 0.8 * self._jobs_per_message + 0.2
+        self._take(delivery, env, payload)
+
+    def _take(self, delivery: Delivery, env: Envelope, payload: JobPayload) -> None:
         if _is_driver(payload, self._driver_funcs):
             # move it out of the slot queue: publish first, then ack (at-least-once)
             self.bus.publish(jobs_destination(self.queue) + DRIVER_SUFFIX, delivery.body)
             delivery.ack()
             return
         self._accept(delivery, env, payload, driver=False)
+
+    def _on_bundle(self, delivery: Delivery, members: list[bytes]) -> None:
+        """Run a bundle's jobs as separate jobs; the bundle is settled once all of them are.
+
+        A bundle delivered again (its worker was lost) is not run as a whole: its jobs go back to the
+        queue one by one, so that each counts its own deliveries and one bad job cannot fail the others."""
+        if not members:
+            delivery.ack()
+            return
+        if delivery.delivery_count > 1 or (delivery.delivery_count == 0 and delivery.redelivered):
+            logger.warning("worker %s splits a redelivered bundle of %d jobs", self.name, len(members))
+            self._settle_bundle(_Bundle(self, delivery, 0, back=list(members)))
+            return
+        bundle = _Bundle(self, delivery, len(members))
+        for body in members:
+            member = _BundleMember(bundle, body)
+            checked = self._verify(member)
+            if checked is not None:
+                self._take(member, *checked)
+
+    def _settle_bundle(self, bundle: "_Bundle") -> None:
+        """Every job of the bundle is settled: ack it, after re-sending the jobs handed back (alone) and
+        dead-lettering the bad ones; if that fails, the broker gets the bundle back instead."""
+        if not bundle.back and not bundle.dead:
+            bundle.delivery.ack()
+            return
+        with self._idle:
+            self._settling += 1
+        sends = []
+        for destination, bodies in ((jobs_destination(self.queue), bundle.back), (DEAD_LETTER_QUEUE, bundle.dead)):
+            if not bodies:
+                continue
+            try:
+                sends.append(self.bus.publish_many_async(destination, bodies))
+            except Exception as err:  # noqa: BLE001 - the bus is closing: the bundle goes back whole
+                failed: Future = Future()
+                failed.set_exception(err)
+                sends.append(failed)
+        left = [len(sends)]
+        lock = threading.Lock()
+
+        def sent(_f: Future) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            errors = [f.exception() for f in sends if f.exception() is not None]
+            if errors:
+                logger.warning("could not re-send the jobs of a bundle (%s); the broker gets it back", errors[0])
+                bundle.delivery.reject(requeue=True)
+            else:
+                bundle.delivery.ack()
+            with self._idle:
+                self._settling -= 1
+                self._idle.notify_all()
+
+        for f in sends:
+            f.add_done_callback(sent)
 
     def _on_driver(self, delivery: Delivery) -> None:
         checked = self._verify(delivery)
@@ -216,7 +340,7 @@ class Worker:
         self._announce(held)
 
     def _run(self, held: _Held, err: BaseException | None) -> None:
-        """The broker has our holder notice (or refused it): hand the job to a runner process."""
+        """Hand the job to a runner process (a redelivered one once the broker has our holder notice)."""
         if err is not None:
             logger.warning("holder notice for job %s not confirmed: %s", held.env.job_key, err)
         try:
@@ -251,16 +375,17 @@ class Worker:
             self._review_prefetch()
 
     def _review_prefetch(self) -> None:
-        """Buffer enough jobs per slot to cover ``REFILL_SECONDS`` of the measured job duration."""
+        """Buffer enough messages per slot to cover ``REFILL_SECONDS`` of the measured job duration."""
         now = time.monotonic()
         seconds = self.jobs.job_seconds
         if seconds is None or now - self._prefetch_reviewed < PREFETCH_REVIEW_SECONDS or self._job_sub is None:
             return
+        seconds *= self._jobs_per_message
         self._prefetch_reviewed = now
         per_slot = min(PREFETCH_MAX_PER_SLOT, max(PREFETCH_MIN_PER_SLOT, int(REFILL_SECONDS / max(seconds, 1e-6))))
         wanted = per_slot * self.slots
         if max(wanted, self.prefetch) / min(wanted, self.prefetch) >= PREFETCH_STEP and not self._stopping.is_set():
-            logger.info("worker %s: jobs take %.2g s; prefetch %d -> %d", self.name, seconds, self.prefetch, wanted)
+            logger.info("worker %s: messages take %.2g s; prefetch %d -> %d", self.name, seconds, self.prefetch, wanted)
             self.prefetch = wanted
             self._job_sub.set_prefetch(wanted)
 
@@ -328,11 +453,16 @@ class Worker:
                               held.env.attempt, data={"worker": self.name}))
 
     def _announce(self, held: _Held) -> None:
-        """Tell the other workers we hold this job; it runs once the broker has the notice, so a job that
-        kills this worker at once is still pinned on it.  While one notice is on its way, the jobs taken
-        meanwhile wait to go together in the next, so a burst of deliveries costs one notice, not one each.
-        The accept heartbeat goes to the server (it stands for the job's ``job_started``)."""
+        """Tell the other workers we hold this job, so that they can name us if the job keeps losing its worker.
+
+        A first delivery runs at once, its notice on the way.  A redelivered job (its last holder was lost)
+        runs only once the broker has confirmed the notice, so a job that kills this worker at once is still
+        pinned on it.  While one notice is on its way, the jobs taken meanwhile go together in the next: a
+        burst of deliveries costs one notice.  The accept heartbeat goes to the server (it stands for the
+        job's ``job_started``)."""
         self._heartbeat(held)
+        if held.delivery.delivery_count <= 1:
+            self._run(held, None)
         with self._lock:
             self._unannounced.append(held)
             if self._announcing:
@@ -356,7 +486,8 @@ class Worker:
 
     def _noticed(self, batch: list[_Held], err: BaseException | None) -> None:
         for held in batch:
-            self._run(held, err)
+            if held.delivery.delivery_count > 1:  # first deliveries are already running
+                self._run(held, err)
         self._send_notice()
 
     def _heartbeat_loop(self) -> None:
