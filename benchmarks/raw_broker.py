@@ -3,8 +3,8 @@
     python benchmarks/raw_broker.py rabbitmq|activemq --messages 10000 --size 700
 
 One process publishes persistent messages of ``--size`` bytes (an iworkflow no-op job message is about
-that big) to a durable queue (RabbitMQ: a quorum queue, as iworkflow's job queues) without waiting per
-message; a second process consumes them with manual acks (prefetch 200).  Rate = messages / (first
+that big) to a durable queue (RabbitMQ: a classic queue, iworkflow's default job queue type) without
+waiting per message; a second process consumes them with manual acks (prefetch 200).  Rate = messages / (first
 publish -> last message consumed).  Prints ``BENCH-JSON {...}``.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _amqp_consume(queue: str, n: int, ready, done) -> None:
 
     conn = pika.BlockingConnection(pika.URLParameters(RABBITMQ))
     ch = conn.channel()
-    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.queue_declare(queue, durable=True)
     ch.basic_qos(prefetch_count=PREFETCH)
     seen = 0
     ready.set()
@@ -53,7 +53,7 @@ def rabbitmq(n: int, size: int) -> float:
     ready.wait(30)
     conn = pika.BlockingConnection(pika.URLParameters(RABBITMQ))
     ch = conn.channel()
-    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.queue_declare(queue, durable=True)
     body, props = os.urandom(size), pika.BasicProperties(delivery_mode=2)
     start = time.time()
     for _ in range(n):

@@ -53,6 +53,9 @@ class Settings:
     result_inline_max_mb: float = 1.0
     #: "auto": large fan-outs of a function measured to be short travel in bundles; "off": one job per message
     bundles: str = "auto"
+    #: RabbitMQ job queues: "classic" (lowest latency; iworkflow counts lost deliveries) or "quorum"
+    #: (replicated over a RabbitMQ cluster; the broker counts deliveries)
+    job_queue_type: str = "classic"
     log_level: str = "WARNING"
 
     @property

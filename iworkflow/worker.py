@@ -2,10 +2,10 @@
 
 A job message is acked only after its result is published, so a worker that dies loses nothing: the
 broker hands the message to another worker.  The prefetch follows the measured job duration: enough
-messages (single jobs or bundles of short jobs) buffered per slot to cover ``REFILL_SECONDS`` of work (the broker's round trips to refill), between
-``PREFETCH_MIN_PER_SLOT`` (long jobs: no hoarding) and ``PREFETCH_MAX_PER_SLOT`` (no-op jobs).  Detached
-workflow drivers (which wait for their own works) are moved to ``jobs.<queue>.drivers`` and run outside
-the slot count, so a driver never starves its works.
+messages (single jobs or bundles of short jobs) per slot to cover ``REFILL_SECONDS`` of work (the
+broker's round trips to refill), between ``PREFETCH_MIN_PER_SLOT`` (long jobs: no hoarding) and
+``PREFETCH_MAX_PER_SLOT`` (no-op jobs).  Detached workflow drivers (which wait for their own works) are
+moved to ``jobs.<queue>.drivers`` and run outside the slot count, so a driver never starves its works.
 """
 from __future__ import annotations
 

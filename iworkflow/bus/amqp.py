@@ -5,9 +5,15 @@ and every other thread marshals its calls onto that thread's IOLoop.  Handlers r
 dispatcher thread, so a handler may publish (and wait for the confirm) without blocking the I/O.
 
 Layout on the broker (``<p>`` = ``settings.destination_prefix``): queues ``<p><name>`` on the
-default exchange (``jobs.*`` are quorum queues, which count deliveries in ``x-delivery-count``),
-each dead-lettering to ``<p>dlq``; topics are fanout exchanges ``<p><topic>`` with one exclusive
-auto-delete queue per subscriber.
+default exchange, each dead-lettering to ``<p>dlq``; topics are fanout exchanges ``<p><topic>`` with
+one exclusive auto-delete queue per subscriber.
+
+Job queues (``jobs.*``) must say how often a message was delivered.  ``job_queue_type = "classic"``
+(the default, the lowest latency): the bus counts itself, as the STOMP bus does -- a message the broker
+hands out again because its consumer vanished is re-published with ``iworkflow-lost`` incremented and
+the original acked, and ``reject(requeue=True)`` re-publishes a copy instead of returning it, so only
+lost deliveries count.  ``"quorum"``: quorum queues (replicated on a cluster) count in
+``x-delivery-count``.
 """
 from __future__ import annotations
 
@@ -40,7 +46,10 @@ CONFIRM_TIMEOUT = 60.0
 CONSUME_TIMEOUT = 15.0
 HEARTBEAT = 20
 RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
-QUORUM_PREFIX = "jobs."
+JOBS_PREFIX = "jobs."
+LOST = "iworkflow-lost"
+#: set on a copy the bus put back (lost or handed back): the consumer sees it as redelivered
+REQUEUED = "iworkflow-requeued"
 RESULTS_PREFIX = "results."
 #: a results queue nobody has consumed for a day belongs to a driver that is gone
 RESULTS_QUEUE_EXPIRES_MS = 24 * 3600 * 1000
@@ -61,6 +70,7 @@ class _Batch:
     bodies: list[bytes]
     persistent: bool
     future: Future = field(default_factory=Future)
+    headers: dict[str, Any] | None = None
     remaining: int = 0
 
 
@@ -92,6 +102,11 @@ class AmqpDelivery(Delivery):
         self._settle(lambda ch: ch.basic_ack(self._tag))
 
     def reject(self, requeue: bool = False) -> None:
+        if requeue and self._consumer.counts_deliveries:
+            # a copy goes back (same count: a handed-back job was not lost) and the original is acked
+            self._settle(lambda ch: self._consumer.bus._move(ch, self._tag, self._consumer.name, self.body,
+                                                             self.delivery_count - 1))
+            return
         self._settle(lambda ch: ch.basic_reject(self._tag, requeue=requeue))
 
     def _settle(self, action: Callable[[Any], None]) -> None:
@@ -111,6 +126,8 @@ class _Consumer(Subscription):
     prefetch: int
     topic: bool
     bind: str = ""
+    #: a classic job queue: the bus counts lost deliveries in the ``iworkflow-lost`` header
+    counts_deliveries: bool = False
     channel: Any = None
     on_message: Any = None
     unsettled: int = 0
@@ -155,6 +172,10 @@ class AmqpBus(Bus):
         self.settings = settings or load_settings()
         self.prefix = self.settings.destination_prefix
         self.dead_letter_queue = self.prefix + "dlq"
+        if self.settings.job_queue_type not in ("classic", "quorum"):
+            raise ConfigurationError(f"job_queue_type must be 'classic' or 'quorum', got "
+                                     f"{self.settings.job_queue_type!r}")
+        self.quorum_jobs = self.settings.job_queue_type == "quorum"
         try:
             self._params = pika.URLParameters(url)
         except Exception as err:  # pika raises plain ValueError/TypeError on bad URLs
@@ -305,7 +326,7 @@ class AmqpBus(Bus):
         if name == self.dead_letter_queue:
             return {}
         args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue}
-        if name.startswith(self.prefix + QUORUM_PREFIX):
+        if name.startswith(self.prefix + JOBS_PREFIX) and self.quorum_jobs:
             args["x-queue-type"] = "quorum"
         elif name.startswith(self.prefix + RESULTS_PREFIX):
             args["x-expires"] = RESULTS_QUEUE_EXPIRES_MS  # a crashed driver's results queue goes away
@@ -329,7 +350,7 @@ class AmqpBus(Bus):
         if batch.exchange and batch.exchange not in self._declared:
             channel.exchange_declare(batch.exchange, exchange_type="fanout", durable=True)
             self._declared.add(batch.exchange)
-        props = pika.BasicProperties(delivery_mode=2 if batch.persistent else 1)
+        props = pika.BasicProperties(delivery_mode=2 if batch.persistent else 1, headers=batch.headers)
         for body in batch.bodies:
             channel.basic_publish(batch.exchange, batch.routing_key, body, props)
             self._next_tag += 1
@@ -447,16 +468,40 @@ class AmqpBus(Bus):
         channel.queue_bind(consumer.name, consumer.bind)
 
     def _on_message(self, consumer: _Consumer, channel, method, props, body: bytes) -> None:
-        if not consumer.topic and not consumer.active:
+        headers = props.headers or {}
+        if consumer.counts_deliveries:
+            lost = int(headers.get(LOST, 0) or 0)
+            if method.redelivered:  # the consumer holding it vanished: count the lost delivery, hand out a copy
+                self._move(channel, method.delivery_tag, consumer.name, body, lost + 1)
+                return
+            if not consumer.active:
+                self._move(channel, method.delivery_tag, consumer.name, body, lost)
+                return
+            count = lost + 1
+            redelivered = bool(headers.get(REQUEUED))
+        elif not consumer.topic and not consumer.active:
             channel.basic_reject(method.delivery_tag, requeue=True)
             return
-        headers = props.headers or {}
-        count = 1 + int(headers.get("x-delivery-count", 0) or 0) if "x-delivery-count" in headers else (
-            0 if method.redelivered else 1)
+        else:
+            count = 1 + int(headers.get("x-delivery-count", 0) or 0) if "x-delivery-count" in headers else (
+                0 if method.redelivered else 1)
+            redelivered = bool(method.redelivered)
         if not consumer.topic:
             consumer.unsettled += 1
-        self._deliveries.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body,
-                                                     bool(method.redelivered), count)))
+        self._deliveries.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body, redelivered,
+                                                     count)))
+
+    def _move(self, channel, tag: int, queue: str, body: bytes, lost: int) -> None:
+        """(I/O thread) Publish a copy carrying ``lost``, then ack the original on its channel.  If the copy is
+        refused or the channel closes first, the broker still holds the original: at least once."""
+        batch = _Batch("", queue, [body], persistent=True, headers={LOST: lost, REQUEUED: 1})
+
+        def copied(f: Future) -> None:
+            if f.exception() is None and channel.is_open:
+                channel.basic_ack(tag)
+
+        batch.future.add_done_callback(copied)
+        self._send(batch)
 
     def _reconsume(self, consumer: _Consumer) -> None:
         channel = consumer.channel
@@ -520,7 +565,9 @@ class AmqpBus(Bus):
         self._call_soon(lambda: self._send(batch))
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int = 1, wait: bool = True) -> Subscription:
-        return self._add_consumer(_Consumer(self, self.prefix + queue, handler, prefetch, topic=False), wait)
+        counts = not self.quorum_jobs and queue.startswith(JOBS_PREFIX)
+        return self._add_consumer(_Consumer(self, self.prefix + queue, handler, prefetch, topic=False,
+                                            counts_deliveries=counts), wait)
 
     def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return self._add_consumer(_Consumer(self, self.prefix + topic, handler, 0, topic=True))

@@ -16,11 +16,15 @@ ACTIVEMQ_URL = os.environ.get("IWORKFLOW_TEST_STOMP", "stomp://admin:admin@127.0
 BROKERS = {
     "memory": "memory://",
     "rabbitmq": RABBITMQ_URL,
+    "rabbitmq-quorum": RABBITMQ_URL,
     "activemq": ACTIVEMQ_URL,
 }
+#: settings per kind: RabbitMQ runs the contract with classic job queues (the default) and quorum ones
+SETTINGS = {"rabbitmq-quorum": {"job_queue_type": "quorum"}}
 ALL_BUSES = [
     pytest.param("memory", id="memory"),
     pytest.param("rabbitmq", id="rabbitmq", marks=pytest.mark.rabbitmq),
+    pytest.param("rabbitmq-quorum", id="rabbitmq-quorum", marks=pytest.mark.rabbitmq),
     pytest.param("activemq", id="activemq", marks=pytest.mark.activemq),
 ]
 REAL_BROKERS = ALL_BUSES[1:]
@@ -34,7 +38,8 @@ def open_bus(kind: str, prefix: str):
     from iworkflow.bus import connect
     from iworkflow.config import load_settings
 
-    return connect(BROKERS[kind], load_settings(broker=BROKERS[kind], destination_prefix=prefix))
+    return connect(BROKERS[kind], load_settings(broker=BROKERS[kind], destination_prefix=prefix,
+                                                **SETTINGS.get(kind, {})))
 
 
 @pytest.fixture

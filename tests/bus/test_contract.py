@@ -341,8 +341,8 @@ def test_wrong_broker_url_fails_fast_naming_the_url_without_password(bus_factory
     from iworkflow.config import load_settings
     from iworkflow.errors import BrokerError
 
-    url = {"rabbitmq": "amqp://guest:s3cret@127.0.0.1:1/", "activemq": "stomp://admin:s3cret@127.0.0.1:1"}[
-        bus_factory.kind]
+    url = {"rabbitmq": "amqp://guest:s3cret@127.0.0.1:1/", "rabbitmq-quorum": "amqp://guest:s3cret@127.0.0.1:1/",
+           "activemq": "stomp://admin:s3cret@127.0.0.1:1"}[bus_factory.kind]
     start = time.monotonic()
     with pytest.raises(BrokerError) as err:
         connect(url, load_settings(broker=url))
