@@ -88,7 +88,8 @@ def summarise(runs: dict[str, list[dict]], raw: dict[str, list[float]], sizes: l
     for system, outs in runs.items():
         if not outs:
             continue
-        row = {"name": outs[0]["name"], "rate": {}, "rss": {}}
+        row = {"name": outs[0]["name"], "rate": {}, "rss": {},
+               "failed": {n for o in outs for n in o.get("failed", [])}}
         for n in sizes:
             secs = [o["fanout"][str(n)]["seconds"] for o in outs if str(n) in o["fanout"]]
             if secs:
@@ -113,7 +114,8 @@ def markdown(rows: dict[str, dict], raw: dict[str, list[float]], sizes: list[int
     lines += [f"| system | {cols} | p50 ms | p99 ms | HPO s/iteration | HPO overhead/iteration |",
               "|---|" + "---:|" * (len(sizes) + 4)]
     for row in rows.values():
-        rates = " | ".join(f"{row['rate'][n]:,.0f}" if n in row["rate"] else "skipped" for n in sizes)
+        rates = " | ".join(f"{row['rate'][n]:,.0f}" if n in row["rate"] else
+                           ("failed" if n in row["failed"] else "skipped") for n in sizes)
         lines.append(f"| {row['name']} | {rates} | {row['p50']:.2f} | {row['p99']:.2f} | {row['hpo']:.3f} | "
                      f"{(row['hpo'] - HPO_IDEAL) * 1000:.0f} ms |")
     for broker, rates in raw.items():

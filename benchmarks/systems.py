@@ -106,7 +106,7 @@ class System:
 
     def close(self) -> None: ...
 
-    def fanout(self, n: int, func: Callable[[int], int] = noop) -> None:
+    def fanout(self, n: int, func: Callable[[int], int] = noop, timeout: float = 900.0) -> None:
         raise NotImplementedError
 
     def roundtrip(self, i: int) -> None:
@@ -146,16 +146,20 @@ class IworkflowSystem(System):
         from iworkflow import work
 
         if func not in self.tasks:
-            self.tasks[func] = work(func)
+            self.tasks[func] = work(func, return_work=True)
         return self.tasks[func]
 
-    def fanout(self, n: int, func=noop) -> None:
-        out = self._task(func)(multi_jobs_kwargs_list=[{"i": i} for i in range(n)])
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
+        work = self._task(func)(multi_jobs_kwargs_list=[{"i": i} for i in range(n)])
+        work.submit()
+        out = work.wait_results(timeout=timeout)
         if out != list(range(n)):
             raise AssertionError(f"{self.name}: results not keyed to their jobs")
 
     def roundtrip(self, i: int) -> None:
-        if self._task(noop)(i) != i:
+        call = self._task(noop)(i)
+        call.submit()
+        if call.wait_results(timeout=60) != i:
             raise AssertionError(f"{self.name}: wrong result")
 
     def close(self) -> None:
@@ -180,8 +184,8 @@ class PoolSystem(System):
         self.pool = ProcessPoolExecutor(WORKERS)
         list(self.pool.map(noop, range(WORKERS * 4)))
 
-    def fanout(self, n: int, func=noop) -> None:
-        if list(self.pool.map(func, range(n))) != list(range(n)):
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
+        if list(self.pool.map(func, range(n), timeout=timeout)) != list(range(n)):
             raise AssertionError("PPE results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -241,11 +245,11 @@ class CelerySystem(System):
         self.app = bench_celery_app
         self.fanout(20)
 
-    def fanout(self, n: int, func=noop) -> None:
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
         from celery import group
 
         task = self.app.noop if func is noop else self.app.sleep10
-        if group(task.s(i) for i in range(n))().get(timeout=900) != list(range(n)):
+        if group(task.s(i) for i in range(n))().get(timeout=timeout) != list(range(n)):
             raise AssertionError("celery results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -273,8 +277,9 @@ class DaskSystem(System):
         self.client = Client(self.cluster)
         self.fanout(20)
 
-    def fanout(self, n: int, func=noop) -> None:
-        if self.client.gather(self.client.map(func, range(n), pure=False)) != list(range(n)):
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
+        futures = self.client.map(func, range(n), pure=False)
+        if self.client.gather(futures, timeout=timeout) != list(range(n)):
             raise AssertionError("dask results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -298,9 +303,9 @@ class RaySystem(System):
         self.remote = {noop: ray.remote(noop), sleep10: ray.remote(sleep10)}
         self.fanout(20)
 
-    def fanout(self, n: int, func=noop) -> None:
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
         f = self.remote[func]
-        if self.ray.get([f.remote(i) for i in range(n)]) != list(range(n)):
+        if self.ray.get([f.remote(i) for i in range(n)], timeout=timeout) != list(range(n)):
             raise AssertionError("ray results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -325,7 +330,8 @@ SYSTEMS: dict[str, Callable[[], System]] = {
 
 def measure(system: System, sizes: list[int], trips: int, hpo: bool, budget: float) -> dict[str, Any]:
     """Fan-out per size (skipping sizes projected past ``budget`` seconds), round trips, HPO loop."""
-    out: dict[str, Any] = {"name": system.name, "fanout": {}, "skipped": [], "latency_ms": [], "hpo_s": []}
+    out: dict[str, Any] = {"name": system.name, "fanout": {}, "skipped": [], "failed": [], "latency_ms": [],
+                           "hpo_s": []}
     rate = None
     for n in sizes:
         if rate is not None and n / rate > budget:
@@ -333,10 +339,17 @@ def measure(system: System, sizes: list[int], trips: int, hpo: bool, budget: flo
             continue
         with RssPeak() as rss:
             start = time.perf_counter()
-            system.fanout(n)
+            try:
+                system.fanout(n, timeout=max(60.0, 3 * budget))
+            except Exception as err:  # noqa: BLE001 - a peer failing at one size keeps the rest of its row
+                logger.error("%s: %d-job fan-out failed: %s: %s", system.name, n, type(err).__name__, err)
+                out["failed"].append(n)
+                break
             elapsed = time.perf_counter() - start
         out["fanout"][str(n)] = {"seconds": elapsed, "rss_growth": rss.growth}
         rate = n / elapsed
+    if out["failed"]:
+        return out  # a peer that just failed may be wedged: its later numbers would not mean much
     for i in range(trips):
         start = time.perf_counter()
         system.roundtrip(i)

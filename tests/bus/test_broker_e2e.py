@@ -77,6 +77,16 @@ def square(x):
     return x * x, os.getppid()
 
 
+def squares_ran_on(results, n: int) -> set[int]:
+    """Check that each of the n ``square`` results is its own job's; return the worker pids that ran them."""
+    workers = set()
+    for i in range(n):
+        value, worker_pid = results.get_result(args={"x": i})
+        assert value == i * i
+        workers.add(worker_pid)
+    return workers
+
+
 @work
 def slow_identity(x, seconds):
     time.sleep(seconds)
@@ -89,12 +99,7 @@ def test_200_jobs_on_two_workers_every_result_keyed_correctly(deploy):
     deploy.driver()
     results = square(multi_jobs_kwargs_list=[{"x": i} for i in range(200)])
     assert len(results) == 200
-    workers = set()
-    for i in range(200):
-        value, worker_pid = results.get_result(args={"x": i})
-        assert value == i * i
-        workers.add(worker_pid)
-    assert workers == {w1.pid, w2.pid}, "both worker processes ran jobs"
+    assert squares_ran_on(results, 200) == {w1.pid, w2.pid}, "both worker processes ran jobs"
 
 
 @pytest.mark.parametrize("deploy", BOTH, indirect=True)
@@ -106,12 +111,7 @@ def test_a_short_function_fan_out_travels_in_bundles_and_every_result_is_keyed(d
     with caplog.at_level(logging.DEBUG, logger="iworkflow.executors.broker"):
         results = square(multi_jobs_kwargs_list=[{"x": i} for i in range(1000)])
     assert any("bundles" in r.getMessage() for r in caplog.records), "the second call was bundled"
-    workers = set()
-    for i in range(1000):
-        value, worker_pid = results.get_result(args={"x": i})
-        assert value == i * i
-        workers.add(worker_pid)
-    assert workers == {w1.pid, w2.pid}, "the bundles spread over both workers"
+    assert squares_ran_on(results, 1000) == {w1.pid, w2.pid}, "the bundles spread over both workers"
 
 
 @pytest.mark.parametrize("deploy", BOTH, indirect=True)
