@@ -57,7 +57,8 @@ def collect(args) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
     variants = [(s, s, {}) for s in args.systems]
     if args.baseline:
         env = {"PYTHONPATH": f"{HERE / 'baseline_site'}{os.pathsep}{args.baseline}", "BENCH_LABEL": " (baseline)"}
-        variants = [v for s in args.systems for v in ([(s + "@baseline", s, env)] if s.startswith("iworkflow") else [])
+        with_baseline = {"iworkflow-local", "iworkflow-rabbitmq", "iworkflow-activemq"}
+        variants = [v for s in args.systems for v in ([(s + "@baseline", s, env)] if s in with_baseline else [])
                     + [(s, s, {})]]
     runs: dict[str, list[dict]] = {key: [] for key, _s, _e in variants}
     raw: dict[str, list[float]] = {"raw-rabbitmq": [], "raw-activemq": []}

@@ -138,8 +138,9 @@ class IworkflowSystem(System):
                           for _ in range(WORKERS)]
             for p in self.procs:
                 wait_ready(p, "ready")
+            extra = {"bundles": self.bundles} if self.bundles != "auto" else {}  # older checkouts lack the setting
             iworkflow.configure(broker=self.broker, executor="broker", queue="bench", destination_prefix=prefix,
-                                bundles=self.bundles)
+                                **extra)
         self.fanout(20)
 
     def _task(self, func):
@@ -278,8 +279,11 @@ class DaskSystem(System):
         self.fanout(20)
 
     def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
+        from distributed import wait
+
         futures = self.client.map(func, range(n), pure=False)
-        if self.client.gather(futures, timeout=timeout) != list(range(n)):
+        wait(futures, timeout=timeout)
+        if self.client.gather(futures) != list(range(n)):
             raise AssertionError("dask results out of place")
 
     def roundtrip(self, i: int) -> None:
