@@ -226,6 +226,42 @@ def test_worker_killed_mid_job_the_job_reruns_on_the_other_worker(deploy, tmp_pa
         assert call.result(timeout=60) == b.pid
 
 
+@work
+def stall_once(x, marker):
+    """Job ``x == 100`` stalls the first time it runs (recording its worker and runner); the rest return."""
+    import pathlib
+
+    path = pathlib.Path(marker)
+    if x == 100 and not path.exists():
+        path.write_text(f"{os.getppid()} {os.getpid()}")
+        time.sleep(60)
+    return x
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_a_bundle_whose_worker_dies_is_split_and_every_job_ends_once(deploy, tmp_path):
+    """A worker SIGKILLed while it holds bundles: they come back, go out again one job per message, and every
+    job's result reaches the caller exactly once."""
+    marker = tmp_path / "stalled"
+    workers = [deploy.start_worker(slots=1), deploy.start_worker(slots=1)]
+    deploy.driver()
+    stall_once(multi_jobs_kwargs_list=[{"x": -i, "marker": str(marker)} for i in range(1, 11)])  # measured short
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(stall_once, multi_jobs_kwargs_list=[{"x": i, "marker": str(marker)} for i in range(400)])
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the marker is written before the pids are complete on a slow disk
+        worker_pid, runner_pid = map(int, marker.read_text().split())
+        os.kill(runner_pid, signal.SIGKILL)
+        os.kill(worker_pid, signal.SIGKILL)
+        assert call.result(timeout=60) == list(range(400)), "each job's own result, once"
+    survivor = next(i for i, w in enumerate(workers) if w.pid != worker_pid)
+    assert "splits a redelivered bundle" in deploy.log(survivor)
+
+
 KILLER_SCRIPT = '''
 import os, signal
 from iworkflow import work
