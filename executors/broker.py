@@ -23,10 +23,11 @@ MIN_MESSAGES = 32
 def bundle_size(jobs: list[Job]) -> int:
     """How many of these jobs (one work's) go in one message: 1 unless their function is known to be short."""
     expected = jobs[0].expected_seconds
-    if expected is None or len(jobs) < 2 * MIN_MESSAGES:
+    fanout = max(len(jobs), jobs[0].fanout)  # a work's chunks bundle as its whole fan-out would
+    if expected is None or fanout < 2 * MIN_MESSAGES or len(jobs) < 2:
         return 1
     by_time = int(BUNDLE_SECONDS / max(expected, 1e-6))
-    return max(1, min(BUNDLE_MAX, by_time, len(jobs) // MIN_MESSAGES))
+    return max(1, min(BUNDLE_MAX, by_time, fanout // MIN_MESSAGES))
 
 
 class BrokerExecutor(Executor):

@@ -28,6 +28,8 @@ from .base import Executor
 logger = logging.getLogger(__name__)
 
 MAX_PIPELINE = 128
+#: a job message up to this size may be written to an idle process's pipe directly (well under a pipe's 64 KiB)
+DIRECT_WRITE_MAX = 32 * 1024
 
 
 class _PoolProcess:
@@ -41,6 +43,8 @@ class _PoolProcess:
         self.sent_at: deque[float] = deque()
         self.last_result_at = 0.0
         self.outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        #: held while frames go to the process's stdin (by the writer thread, or by ``_pump`` directly)
+        self.write_lock = threading.Lock()
         env = dict(os.environ)
         env["IWORKFLOW_SECRET"] = pool.settings.secret
         env["IWORKFLOW_POOL_EVENTS"] = ("1" if pool.started_events else "end") if pool.emit_events else "0"
@@ -60,25 +64,41 @@ class _PoolProcess:
         try:
             while True:
                 batch = self.outbox.get()
-                if batch is None:
-                    write_frame(stdin, QUIT, b"")
-                    stdin.flush()
-                    return
-                for data in batch:
-                    write_frame(stdin, JOB, data)
-                while True:
-                    try:
-                        more = self.outbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self.outbox.put(None)
-                        break
-                    for data in more:
+                with self.write_lock:
+                    if batch is None:
+                        write_frame(stdin, QUIT, b"")
+                        stdin.flush()
+                        return
+                    for data in batch:
                         write_frame(stdin, JOB, data)
-                stdin.flush()
+                    while True:
+                        try:
+                            more = self.outbox.get_nowait()
+                        except queue.Empty:
+                            break
+                        if more is None:
+                            self.outbox.put(None)
+                            break
+                        for data in more:
+                            write_frame(stdin, JOB, data)
+                    stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             pass  # the reader notices the death and recovers the jobs
+
+    def send(self, batch: list[bytes], idle: bool) -> None:
+        """(pool lock held) Queue frames for the writer thread, or, for one small job to an idle process,
+        write it here: the process is blocked reading, so the write cannot block, and the job skips a
+        thread hand-off (what a single call's round trip is mostly made of)."""
+        if idle and len(batch) == 1 and len(batch[0]) < DIRECT_WRITE_MAX and self.write_lock.acquire(blocking=False):
+            try:
+                write_frame(self.proc.stdin, JOB, batch[0])
+                self.proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError, ValueError):
+                return  # the reader notices the death and recovers the job
+            finally:
+                self.write_lock.release()
+        self.outbox.put(batch)
 
     def _read_loop(self) -> None:
         """Drain every result already buffered, publish them as one batch, then refill the pipeline."""
@@ -198,6 +218,7 @@ class LocalExecutor(Executor):
                 return
             depth = max(1, min(MAX_PIPELINE, len(self._pending) // (len(live) * 4)))
             for proc in live:
+                idle = not proc.inflight
                 room = depth - len(proc.inflight)
                 batch: list[bytes] = []
                 while room > 0 and self._pending:
@@ -209,7 +230,7 @@ class LocalExecutor(Executor):
                     batch.append(job.data)
                     room -= 1
                 if batch:
-                    proc.outbox.put(batch)
+                    proc.send(batch, idle)
 
     def _on_exit(self, proc: _PoolProcess) -> None:
         code = proc.proc.wait()

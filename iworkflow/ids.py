@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import random
-import uuid
 from typing import Any
 
 # Ids need uniqueness, not secrecy: a generator seeded from the OS (again in every forked child) makes
@@ -27,15 +26,22 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+_key_json = json.JSONEncoder(sort_keys=True, default=_json_default)
+
+
 def get_unique_id_for_dict(d: Any) -> str:
     """SHA-1 hex of ``json.dumps(d, sort_keys=True)``: the iDDS job key of a kwargs entry."""
-    text = json.dumps(d, sort_keys=True, default=_json_default)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    return hashlib.sha1(_key_json.encode(d).encode("utf-8")).hexdigest()
 
 
 def new_id() -> str:
-    """A random (version 4) UUID string."""
-    return str(uuid.UUID(int=_rng.getrandbits(128), version=4))
+    """A random (version 4, RFC 4122 variant) UUID string."""
+    h = f"{_rng.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def random_hex(nbytes: int) -> str:

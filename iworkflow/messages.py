@@ -75,6 +75,8 @@ class Job:
     #: how long the function's jobs have been taking in this driver (None: not known yet); executors may
     #: bundle short jobs into one message
     expected_seconds: float | None = None
+    #: how many jobs the work fans out to in all (a work may be dispatched in several chunks)
+    fanout: int = 1
 
 
 @dataclass(frozen=True)

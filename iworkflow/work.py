@@ -5,12 +5,13 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import itertools
 import logging
 import os
 import pickle
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import serialization
 from .asyncresult import FAILED, FINISHED, SUBFINISHED, AsyncResult, Outcome
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 NEW, RUNNING, CANCELLED = "new", "running", "cancelled"
 RESERVED = ("multi_jobs_kwargs_list", "group_kwargs", "workflow")
 _UNSET = object()
+#: a fan-out is encoded and dispatched in chunks growing from FIRST_CHUNK to MAX_CHUNK jobs
+FIRST_CHUNK = 64
+MAX_CHUNK = 2048
 
 
 def _ignored(kind: str) -> bool:
@@ -108,6 +112,7 @@ class Work:
             signature = None
         specs: list[tuple[str, Any, tuple, dict]] = []
         seen: dict[str, int] = {}
+        bound: set[tuple[int, frozenset]] = set()  # binding depends only on the argument count and names
         for i, entry in enumerate(entries):
             if entry is None:
                 args, kwargs, lookup = self.args, base_kwargs, self.kwargs
@@ -120,7 +125,8 @@ class Work:
                     f"multi_jobs_kwargs_list[{i}] is {type(entry).__name__}; each entry must be a dict of "
                     "keyword arguments or a list/tuple of positional arguments"
                 )
-            if signature is not None:
+            shape = (len(args), frozenset(kwargs))
+            if signature is not None and shape not in bound:
                 try:
                     signature.bind(*args, **kwargs)
                 except TypeError as err:
@@ -129,6 +135,7 @@ class Work:
                         f"{where}{self.name}{signature}: {err} (arguments given: "
                         f"{len(args)} positional, keywords {sorted(kwargs)})"
                     ) from None
+                bound.add(shape)
             key = self._key_for(lookup, i)
             if key in seen:
                 raise ConfigurationError(
@@ -193,12 +200,19 @@ class Work:
 
         return hashlib.sha256(f"{identity}:{code_hash(self._func)}".encode()).hexdigest()
 
-    def _build_jobs(self, executor, skip: set[str] | frozenset = frozenset()) -> list[Job]:
+    def _job_chunks(self, executor, skip: set[str] | frozenset = frozenset()) -> Iterator[list[Job]]:
+        """The jobs to dispatch, in chunks that grow from ``FIRST_CHUNK`` to ``MAX_CHUNK``.
+
+        Every job's arguments are pickled before the first chunk is yielded, so an unpicklable argument
+        fails the call before anything is sent; signing and wrapping then go chunk by chunk, so workers
+        start on the first jobs while the driver is still encoding the rest."""
         try:
             func_bytes = serialization.dumps_function(self._func)
         except Exception as err:
             raise ConfigurationError(f"function {self.name} cannot be serialized with cloudpickle: {err}") from None
         digest = self._digest = hashlib.sha256(func_bytes).hexdigest()
+        todo = [(key, self._serialize_args(args, kwargs)) for key, _lookup, args, kwargs in self._jobs_spec
+                if key not in skip]
         expected = self.runtime.expected_job_seconds(digest)
         source = None
         if executor.ships_source and self._workflow is not None:
@@ -207,23 +221,25 @@ class Work:
         queue = self.queue
         walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
         reply_to = self.runtime.inbox.destination
-        jobs = []
-        for key, _lookup, args, kwargs in self._jobs_spec:
-            if key in skip:
-                continue
-            payload = JobPayload(
-                func=func_bytes, func_digest=digest, args=self._serialize_args(args, kwargs), source=source,
-                init_env=self.init_env, container_options=self.container_options, max_walltime=walltime,
-                name=self.name,
-            )
-            job_id = new_id()
-            data = encode_payload("job", payload, secret, workflow_id=self.workflow_id, work_id=self.internal_id,
-                                  job_key=key, attempt=1, id=job_id, reply_to=reply_to)
-            jobs.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id, job_key=key,
-                            attempt=1, data=data, queue=queue, core_count=self.core_count,
-                            total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
-                            expected_seconds=expected))
-        return jobs
+        start, size = 0, FIRST_CHUNK
+        while start < len(todo):
+            chunk = []
+            for key, args_bytes in todo[start : start + size]:
+                payload = JobPayload(
+                    func=func_bytes, func_digest=digest, args=args_bytes, source=source, init_env=self.init_env,
+                    container_options=self.container_options, max_walltime=walltime, name=self.name,
+                )
+                job_id = new_id()
+                data = encode_payload("job", payload, secret, workflow_id=self.workflow_id,
+                                      work_id=self.internal_id, job_key=key, attempt=1, id=job_id,
+                                      reply_to=reply_to)
+                chunk.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id,
+                                 job_key=key, attempt=1, data=data, queue=queue, core_count=self.core_count,
+                                 total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
+                                 expected_seconds=expected, fanout=len(todo)))
+            start += size
+            size = min(MAX_CHUNK, size * 2)
+            yield chunk
 
     def submit(self) -> str:
         """Dispatch every job; results gather in this work's AsyncResult.  Returns the work id."""
@@ -232,29 +248,44 @@ class Work:
         executor = self.runtime.executor(self.executor_name)
         self._scope = self._cache_scope()
         cached = self.runtime.result_cache.get_many(self._scope, self.job_keys) if self._scope else {}
-        jobs = self._build_jobs(executor, skip=cached.keys()) if len(cached) < len(self.job_keys) else []
+        chunks = self._job_chunks(executor, skip=cached.keys()) if len(cached) < len(self.job_keys) else iter(())
+        first = next(chunks, [])  # raises here, before anything is sent, if an argument cannot be pickled
         result = self.init_async_result()
         result.subscribe()
         if self._workflow is not None and hasattr(self._workflow, "parents_of"):
             self.parents = self._workflow.parents_of([self.args, self.kwargs, self.pre_kwargs,
                                                       self.multi_jobs_kwargs_list])
         self.status = RUNNING
-        self._jobs = {job.job_key: job for job in jobs}
         if cached:
             logger.info("work %s: %d of %d results reused from the result cache", self.name, len(cached),
                         len(self.job_keys))
             for key, raw in cached.items():
                 result._record(key, pickle.loads(raw), cached=True)
-        if jobs:
-            self._dispatch(executor, jobs)
-        # after the dispatch, so the jobs are not queued behind it (the recorder takes events in any order)
-        self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
-            "name": self.name, "executor": self.executor_name, "queue": self.queue,
-            "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
-            "parents": self.parents,
-            "max_walltime": jobs[0].max_walltime if jobs else None,
-            "reply_to": result.destination,
-        }))
+        walltime = first[0].max_walltime if first else None
+        failure: BaseException | None = None
+        for chunk in itertools.chain([first] if first else [], chunks):
+            self._jobs.update((job.job_key, job) for job in chunk)
+            if failure is None:
+                try:
+                    self._dispatch(executor, chunk)
+                except Exception as err:
+                    if chunk is first:
+                        raise  # nothing was sent: the caller gets the error
+                    failure = err
+                    logger.error("work %s: dispatch failed part-way: %s", self.name, err)
+            if failure is not None:  # jobs after a failed chunk still end, with a failure result each
+                for job in chunk:
+                    failed: Future = Future()
+                    failed.set_exception(failure)
+                    self._on_dispatch_done(job, failed)
+        if self.runtime.emit_events:  # after the dispatch, so the jobs are not queued behind it
+            self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
+                "name": self.name, "executor": self.executor_name, "queue": self.queue,
+                "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
+                "parents": self.parents,
+                "max_walltime": walltime,
+                "reply_to": result.destination,
+            }))
         return self.internal_id
 
     def _dispatch(self, executor, jobs: list[Job]) -> None:

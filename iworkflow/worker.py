@@ -164,6 +164,8 @@ class Worker:
         self._subs: list[Subscription] = []
         self._job_sub: Subscription | None = None
         self.events = EventBatcher(bus, self.secret)
+        #: first deliveries' holder notices, batched like events (see ``_announce``)
+        self.notices = EventBatcher(bus, self.secret, topic=HOLDERS_TOPIC)
         self._unannounced: list[_Held] = []
         self._settling = 0
         #: moving average of jobs per message taken (bundles carry many): the prefetch counts messages
@@ -209,6 +211,7 @@ class Worker:
         self.jobs.shutdown(wait=True)
         self.drivers.shutdown(wait=True)
         self.events.close()
+        self.notices.close()
         return True
 
     # --- jobs ----------------------------------------------------------------------------------
@@ -455,14 +458,18 @@ class Worker:
     def _announce(self, held: _Held) -> None:
         """Tell the other workers we hold this job, so that they can name us if the job keeps losing its worker.
 
-        A first delivery runs at once, its notice on the way.  A redelivered job (its last holder was lost)
-        runs only once the broker has confirmed the notice, so a job that kills this worker at once is still
-        pinned on it.  While one notice is on its way, the jobs taken meanwhile go together in the next: a
-        burst of deliveries costs one notice.  The accept heartbeat goes to the server (it stands for the
+        A first delivery runs at once; its notice goes out with the others of the next ``EventBatcher``
+        tick (50 ms), off the job's round trip (one message per tick, not one per job).  A redelivered job
+        (its last holder was lost) runs only once the broker has confirmed its own notice, so a job that
+        kills this worker at once is still pinned on it; while one such notice is on its way, the jobs taken
+        meanwhile go together in the next.  The accept heartbeat goes to the server (it stands for the
         job's ``job_started``)."""
         self._heartbeat(held)
         if held.delivery.delivery_count <= 1:
             self._run(held, None)
+            self.notices.add(Event("job_heartbeat", held.env.workflow_id, held.env.work_id, held.env.job_key,
+                                   held.env.attempt, data={"worker": self.name}))
+            return
         with self._lock:
             self._unannounced.append(held)
             if self._announcing:
@@ -486,8 +493,7 @@ class Worker:
 
     def _noticed(self, batch: list[_Held], err: BaseException | None) -> None:
         for held in batch:
-            if held.delivery.delivery_count > 1:  # first deliveries are already running
-                self._run(held, err)
+            self._run(held, err)
         self._send_notice()
 
     def _heartbeat_loop(self) -> None:

@@ -1,9 +1,15 @@
 """The signed, versioned envelope: what verifies, what is refused and why."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import uuid
+
 import pytest
 
-from iworkflow.envelope import Envelope, decode, encode, peek_header
+from iworkflow.envelope import Envelope, _split, decode, encode, peek_header
+from iworkflow.ids import new_id
 from iworkflow.errors import BadSignature, InvalidMessage
 from iworkflow.messages import Event, decode_event, encode_event
 
@@ -55,3 +61,18 @@ def test_peek_header_reads_routing_fields_without_the_secret():
 def test_events_travel_as_json_in_a_signed_envelope():
     event = Event("job_failed", "wf", "w", "k", 2, data={"error": "boom"})
     assert decode_event(encode_event(event, SECRET), SECRET) == event
+
+
+@pytest.mark.parametrize("secret_len", [0, 16, 64, 65, 200])
+def test_the_signature_is_standard_hmac_sha256_of_header_and_body(secret_len):
+    secret = os.urandom(secret_len)
+    data = encode(Envelope(kind="job", body=os.urandom(5000), work_id="w"), secret)
+    header, sig, body = _split(data)
+    assert sig == hmac.new(secret, header + body, hashlib.sha256).digest()
+
+
+def test_new_ids_are_version_4_uuids():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 and str(uuid.UUID(i)) == i
+               for i in ids)
