@@ -1,5 +1,5 @@
-"""Delete RabbitMQ queues that tests leave behind: quorum queues are Raft groups, and hundreds of
-leftovers slow the broker's start and handshakes to a crawl.
+"""Delete RabbitMQ queues and exchanges that tests leave behind: quorum queues are Raft groups, and
+hundreds of leftovers slow the broker's start and handshakes to a crawl.
 
     python tests/broker_cleanup.py             # every queue without consumers (a dedicated test broker)
 """
@@ -28,8 +28,19 @@ def list_queues() -> dict[str, int] | None:
     return queues
 
 
-def delete_queues(names: list[str]) -> int:
-    """Delete these queues over one AMQP connection; returns how many were deleted."""
+def list_exchanges() -> set[str] | None:
+    """Names of the exchanges on the local node (built-in ones included), or None when rabbitmqctl cannot say."""
+    try:
+        out = subprocess.run(["rabbitmqctl", "-q", "list_exchanges", "name", "--no-table-headers"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+
+def _delete(names: list[str], kind: str) -> int:
     if not names:
         return 0
     import pika
@@ -40,7 +51,10 @@ def delete_queues(names: list[str]) -> int:
         channel = connection.channel()
         for name in names:
             try:
-                channel.queue_delete(queue=name)
+                if kind == "queue":
+                    channel.queue_delete(queue=name)
+                else:
+                    channel.exchange_delete(exchange=name)
                 deleted += 1
             except pika.exceptions.ChannelClosed:
                 channel = connection.channel()
@@ -49,12 +63,30 @@ def delete_queues(names: list[str]) -> int:
     return deleted
 
 
+def delete_queues(names: list[str]) -> int:
+    """Delete these queues over one AMQP connection; returns how many were deleted."""
+    return _delete(names, "queue")
+
+
+def delete_exchanges(names: list[str]) -> int:
+    """Delete these exchanges (never the built-in ``amq.*`` ones); returns how many were deleted."""
+    return _delete([n for n in names if n and not n.startswith("amq.")], "exchange")
+
+
 def delete_idle_queues() -> int:
     queues = list_queues() or {}
     return delete_queues(sorted(name for name, consumers in queues.items() if consumers == 0))
 
 
+def delete_test_exchanges() -> int:
+    """The fanout exchanges of test and benchmark runs (their names carry a run prefix)."""
+    prefixes = ("bench", "e2e", "flt", "loss", "t", "iwf_test")
+    return delete_exchanges(sorted(n for n in list_exchanges() or () if n.split(".")[0] != "iworkflow"
+                                   and n.startswith(prefixes)))
+
+
 if __name__ == "__main__":
     count = delete_idle_queues()
-    print(f"rabbitmq: deleted {count} idle queue(s)")
+    exchanges = delete_test_exchanges()
+    print(f"rabbitmq: deleted {count} idle queue(s) and {exchanges} test exchange(s)")
     sys.exit(0)
