@@ -5,6 +5,7 @@ hundreds of leftovers slow the broker's start and handshakes to a crawl.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -78,11 +79,18 @@ def delete_idle_queues() -> int:
     return delete_queues(sorted(name for name, consumers in queues.items() if consumers == 0))
 
 
+#: run prefixes of the test and benchmark fixtures: a short word, then random hex, then a dot
+TEST_EXCHANGE = re.compile(r"(bench|e2e|flt|loss|t)[0-9a-f]{8,10}\.")
+
+
+def is_test_exchange(name: str) -> bool:
+    """Whether a test or benchmark run made this exchange (never a user's or the broker's own)."""
+    return TEST_EXCHANGE.match(name) is not None
+
+
 def delete_test_exchanges() -> int:
-    """The fanout exchanges of test and benchmark runs (their names carry a run prefix)."""
-    prefixes = ("bench", "e2e", "flt", "loss", "t", "iwf_test")
-    return delete_exchanges(sorted(n for n in list_exchanges() or () if n.split(".")[0] != "iworkflow"
-                                   and n.startswith(prefixes)))
+    """The fanout exchanges of test and benchmark runs."""
+    return delete_exchanges(sorted(n for n in list_exchanges() or () if is_test_exchange(n)))
 
 
 if __name__ == "__main__":
