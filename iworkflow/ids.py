@@ -34,14 +34,15 @@ def get_unique_id_for_dict(d: Any) -> str:
     return hashlib.sha1(_key_json.encode(d).encode("utf-8")).hexdigest()
 
 
+#: the version (4) and variant (RFC 4122) bits of a UUID held as a 128-bit integer
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_id() -> str:
     """A random (version 4, RFC 4122 variant) UUID string."""
     h = f"{_rng.getrandbits(128) & _V4_CLEAR | _V4_SET:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_V4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def random_hex(nbytes: int) -> str:

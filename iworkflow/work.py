@@ -262,21 +262,20 @@ class Work:
             for key, raw in cached.items():
                 result._record(key, pickle.loads(raw), cached=True)
         walltime = first[0].max_walltime if first else None
-        failure: BaseException | None = None
+        failed: Future | None = None  # set once a chunk is refused: every job from there on ends with its error
         for chunk in itertools.chain([first] if first else [], chunks):
             self._jobs.update((job.job_key, job) for job in chunk)
-            if failure is None:
+            if failed is None:
                 try:
                     self._dispatch(executor, chunk)
                 except Exception as err:
                     if chunk is first:
                         raise  # nothing was sent: the caller gets the error
-                    failure = err
                     logger.error("work %s: dispatch failed part-way: %s", self.name, err)
-            if failure is not None:  # jobs after a failed chunk still end, with a failure result each
+                    failed = Future()
+                    failed.set_exception(err)
+            if failed is not None:
                 for job in chunk:
-                    failed: Future = Future()
-                    failed.set_exception(failure)
                     self._on_dispatch_done(job, failed)
         if self.runtime.emit_events:  # after the dispatch, so the jobs are not queued behind it
             self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
