@@ -1,10 +1,14 @@
-"""Delete RabbitMQ queues and exchanges that tests leave behind: quorum queues are Raft groups, and
-hundreds of leftovers slow the broker's start and handshakes to a crawl.
+"""Delete the RabbitMQ queues and exchanges that test and benchmark runs leave behind, and nothing else.
 
-    python tests/broker_cleanup.py             # every queue without consumers (a dedicated test broker)
+The broker may be shared with other processes (a user's jobs, another engineer's test session), so only
+names under a run prefix (:func:`run_prefix`: a short word, random hex, a dot) are ever deleted; a test
+session deletes only its own (:data:`SESSION`), the command line only idle ones of any run.
+
+    python tests/broker_cleanup.py             # idle queues and exchanges left by earlier test/benchmark runs
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -74,23 +78,51 @@ def delete_exchanges(names: list[str]) -> int:
     return _delete([n for n in names if n and not n.startswith("amq.")], "exchange")
 
 
-def delete_idle_queues() -> int:
-    queues = list_queues() or {}
-    return delete_queues(sorted(name for name, consumers in queues.items() if consumers == 0))
-
-
+#: the words run prefixes start with (tests, end-to-end, faults, worker loss, benchmarks)
+WORDS = ("bench", "e2e", "flt", "loss", "t")
 #: run prefixes of the test and benchmark fixtures: a short word, then random hex, then a dot
-TEST_EXCHANGE = re.compile(r"(bench|e2e|flt|loss|t)[0-9a-f]{8,10}\.")
+TEST_NAME = re.compile(r"(bench|e2e|flt|loss|t)[0-9a-f]{8,10}\.")
+#: this test session's own hex, shared by every prefix it makes (six of the ten hex digits)
+SESSION = os.urandom(3).hex()
 
 
-def is_test_exchange(name: str) -> bool:
-    """Whether a test or benchmark run made this exchange (never a user's or the broker's own)."""
-    return TEST_EXCHANGE.match(name) is not None
+def run_prefix(word: str = "t") -> str:
+    """A fresh destination prefix of this session: ``<word><session hex><4 random hex>.``."""
+    if word not in WORDS:
+        raise ValueError(f"run prefix word {word!r} is not one of {WORDS}")
+    return f"{word}{SESSION}{os.urandom(2).hex()}."
+
+
+def is_test_name(name: str) -> bool:
+    """Whether a test or benchmark run made this queue or exchange (never a user's or the broker's own)."""
+    return TEST_NAME.match(name) is not None
+
+
+is_test_exchange = is_test_name
+
+
+def is_session_name(name: str, session: str = SESSION) -> bool:
+    """Whether this queue or exchange is under a prefix that this test session made."""
+    m = TEST_NAME.match(name)
+    return m is not None and len(m.group(0)) == len(m.group(1)) + 11 and name[len(m.group(1)):].startswith(session)
+
+
+def delete_session_leftovers(session: str = SESSION) -> tuple[int, int]:
+    """Delete this session's queues and exchanges (consumers or not: the session is over)."""
+    queues = delete_queues(sorted(n for n in list_queues() or {} if is_session_name(n, session)))
+    exchanges = delete_exchanges(sorted(n for n in list_exchanges() or () if is_session_name(n, session)))
+    return queues, exchanges
+
+
+def delete_idle_queues() -> int:
+    """Queues of earlier test and benchmark runs that nobody consumes any more."""
+    queues = list_queues() or {}
+    return delete_queues(sorted(n for n, consumers in queues.items() if consumers == 0 and is_test_name(n)))
 
 
 def delete_test_exchanges() -> int:
     """The fanout exchanges of test and benchmark runs."""
-    return delete_exchanges(sorted(n for n in list_exchanges() or () if is_test_exchange(n)))
+    return delete_exchanges(sorted(n for n in list_exchanges() or () if is_test_name(n)))
 
 
 if __name__ == "__main__":

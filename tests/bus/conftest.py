@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 
 import pytest
+from broker_cleanup import run_prefix
 
 RABBITMQ_URL = os.environ.get("IWORKFLOW_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 ACTIVEMQ_URL = os.environ.get("IWORKFLOW_TEST_STOMP", "stomp://admin:admin@127.0.0.1:61613")
@@ -31,7 +31,7 @@ REAL_BROKERS = ALL_BUSES[1:]
 
 
 def unique_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}."
+    return run_prefix("t")
 
 
 def open_bus(kind: str, prefix: str):

@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
+from broker_cleanup import run_prefix
 
 import iworkflow
 from iworkflow import work
@@ -28,7 +28,7 @@ class Deployment:
     def __init__(self, kind: str, tmp_path):
         self.kind = kind
         self.url = BROKERS[kind]
-        self.prefix = f"e2e{uuid.uuid4().hex[:8]}."
+        self.prefix = run_prefix("e2e")
         self.queue = "q"
         self.tmp = tmp_path
         self.workers: list[subprocess.Popen] = []

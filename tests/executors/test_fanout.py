@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
+from broker_cleanup import run_prefix
 
 import iworkflow
 from iworkflow import get_unique_id_for_dict, work, workflow
@@ -36,11 +36,12 @@ def fan_out(n: int) -> MapResult:
     return square(multi_jobs_kwargs_list=[{"x": i} for i in range(n)])
 
 
-def _broker_workers(queue: str, timeout: float = 60.0) -> list[subprocess.Popen]:
+def _broker_workers(queue: str, prefix: str, timeout: float = 60.0) -> list[subprocess.Popen]:
     """Start two ``iworkflow worker`` processes and wait until each says it is ready."""
     cli = shutil.which("iworkflow", path=os.path.dirname(sys.executable)) or "iworkflow"
+    env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix)
     procs = [subprocess.Popen([cli, "worker", "--broker", RABBITMQ_URL, "--queue", queue, "--slots", "1"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for _ in range(2)]
     for proc in procs:
         lines: queue_module.SimpleQueue = queue_module.SimpleQueue()
@@ -91,9 +92,9 @@ def runtime_on(request):
     elif name == "broker":
         if importlib.util.find_spec("iworkflow.executors.broker") is None:
             pytest.skip("iworkflow.executors.broker is not written yet")
-        queue = f"fanout-{uuid.uuid4().hex[:8]}"
-        procs = _broker_workers(queue)
-        overrides.update(broker=RABBITMQ_URL, queue=queue)
+        queue, prefix = "fanout", run_prefix("t")
+        procs = _broker_workers(queue, prefix)
+        overrides.update(broker=RABBITMQ_URL, queue=queue, destination_prefix=prefix)
     iworkflow.configure(**overrides)
     yield name
     iworkflow.shutdown()

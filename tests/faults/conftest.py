@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from broker_cleanup import run_prefix
 
 import iworkflow
 
@@ -44,7 +44,7 @@ class Cluster:
         self.kind = kind
         self.url = URLS[kind]
         self.tmp = tmp
-        self.prefix = f"flt{uuid.uuid4().hex[:8]}."
+        self.prefix = run_prefix("flt")
         self.queue = "q"
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: list = []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from broker_cleanup import run_prefix
 
 import iworkflow
 from iworkflow.errors import JobLostError
@@ -33,7 +34,7 @@ class Cluster:
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
-        self.prefix = f"loss{uuid.uuid4().hex[:8]}."
+        self.prefix = run_prefix("loss")
         self.token = "loss-" + uuid.uuid4().hex[:8]
         self.procs: list[subprocess.Popen] = []
         self.logs: list = []
