@@ -110,7 +110,20 @@ def safe_extract(data: bytes, target: str | os.PathLike) -> None:
             dest = (root / m.name).resolve()
             if root != dest and root not in dest.parents:
                 raise UnsafeArchiveError(f"source tarball member {m.name!r} resolves outside {root}")
+        _extract_all(tar, root, members)
+
+
+def _extract_all(tar: tarfile.TarFile, root: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract checked members with the "data" filter; Pythons without extraction filters (before 3.11.4 and
+    3.10.12, as Debian 12's 3.11.2) get its remaining effect by hand: plain permission bits, no owners."""
+    if hasattr(tarfile, "data_filter"):
         tar.extractall(root, members=members, filter="data")
+        return
+    for m in members:
+        m.mode = (m.mode & 0o755) | (0o700 if m.isdir() else 0o600)
+        m.uid = m.gid = 0
+        m.uname = m.gname = ""
+    tar.extractall(root, members=members, numeric_owner=True)
 
 
 class SourceStore:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import pytest
@@ -106,3 +107,28 @@ def test_hardlink_members_are_rejected(tmp_path):
 def test_a_missing_source_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigurationError, match="is not a directory"):
         pack(tmp_path / "nope")
+
+
+def test_pythons_without_extraction_filters_unpack_with_plain_permissions(tmp_path, monkeypatch):
+    """Debian 12's Python 3.11.2 (the CI image base) predates ``extractall(filter=...)``: extraction still works,
+    keeps the executable bit, and drops set-id bits and foreign owners as the "data" filter does."""
+    plain = tarfile.TarFile.extractall
+
+    def without_filter(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if "filter" in kwargs:
+            raise TypeError("TarFile.extractall() got an unexpected keyword argument 'filter'")
+        return plain(self, path, members, numeric_owner=numeric_owner, filter="fully_trusted")
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.setattr(tarfile.TarFile, "extractall", without_filter)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, mode, body in (("run.sh", 0o4775, b"#!/bin/sh\n"), ("pkg/mod.py", 0o666, b"X = 1\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.uname = len(body), mode, 4242, "stranger"
+            tar.addfile(info, io.BytesIO(body))
+    safe_extract(raw.getvalue(), tmp_path / "out")
+    assert (tmp_path / "out" / "pkg" / "mod.py").read_text() == "X = 1\n"
+    assert (tmp_path / "out" / "run.sh").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "out" / "pkg" / "mod.py").stat().st_mode & 0o7777 == 0o644
+    assert (tmp_path / "out" / "run.sh").stat().st_uid == os.getuid()
