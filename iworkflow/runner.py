@@ -198,15 +198,13 @@ def run_encoded(data: bytes, secret: bytes | None = None, emit: Emit | None = No
 
 
 def job_command(payload: JobPayload) -> list[str]:
-    """The command line running a job in a subprocess: ``<init_env> <python> -m iworkflow.runner once``."""
-    inner = f"{shlex.quote(sys.executable)} -m iworkflow.runner once"
+    """The command line running a job in a subprocess: ``<init_env> <python> -m iworkflow.runner once``,
+    or that inside ``container_options['container_image']`` (see ``iworkflow.containers``)."""
     if payload.container_options:
-        from .containers import wrap_command
+        from .containers import container_command
 
-        inner = wrap_command(inner, payload.container_options)
-        if payload.init_env:
-            return ["/bin/bash", "-c", f"{payload.init_env.rstrip()} {inner}"]
-        return ["/bin/bash", "-c", inner]
+        return ["/bin/bash", "-c", container_command(payload.container_options, payload.init_env, payload.source)]
+    inner = f"{shlex.quote(sys.executable)} -m iworkflow.runner once"
     if payload.init_env:
         inner = f"{payload.init_env.rstrip()} {inner}"
     return ["/bin/bash", "-c", inner]

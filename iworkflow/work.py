@@ -215,7 +215,8 @@ class Work:
                 if key not in skip]
         expected = self.runtime.expected_job_seconds(digest)
         source = None
-        if executor.ships_source and self._workflow is not None:
+        # a job in a container sees none of the driver's files: its source comes from the source cache
+        if self._workflow is not None and (executor.ships_source or self.container_options):
             source = self._workflow.source_ref()
         secret = self.runtime.secret
         queue = self.queue
