@@ -1,9 +1,12 @@
-"""Fixtures for the executor tests: one Ray instance per session, a ready single-node Slurm."""
+"""Fixtures for the executor tests: one Ray instance per session, a ready single-node Slurm, podman and the
+images built from this checkout (once per session)."""
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,81 @@ def slurm_cluster():
         subprocess.run(["bash", str(SLURM_SETUP)], check=True)
     assert _slurm_ready(), "sinfo shows no usable node after .ci/slurm.sh"
     return SLURM_SETUP
+
+
+# --- podman: the engine, the debootstrapped base image, and the images built from this checkout ------
+PODMAN_SETUP = REPO / ".ci" / "podman.sh"
+BASE_IMAGE = os.environ.get("IWORKFLOW_BASE_IMAGE", "localhost/debian-python:bookworm")
+WORKER_IMAGE = "localhost/iworkflow-worker:test"
+SERVER_IMAGE = "localhost/iworkflow-server:test"
+HPO_IMAGE = "localhost/iworkflow-hpo:test"
+
+
+def _podman_ready() -> bool:
+    if shutil.which("podman") is None:
+        return False
+    return subprocess.run(["podman", "image", "exists", BASE_IMAGE], capture_output=True, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def podman_base() -> str:
+    """Podman and the Debian base image: made by .ci/podman.sh in CI (CI=true), else skipped unless it is there."""
+    if not _podman_ready():
+        if os.environ.get("CI") != "true":
+            pytest.skip(f"no podman or no {BASE_IMAGE}; make them with `bash .ci/podman.sh` (root)")
+        subprocess.run(["bash", str(PODMAN_SETUP)], check=True)
+    assert _podman_ready(), f"podman image exists {BASE_IMAGE} fails after .ci/podman.sh"
+    return BASE_IMAGE
+
+
+@dataclass
+class Build:
+    """One ``podman build`` of this session: the image, how long it took, its output."""
+
+    image: str
+    seconds: float
+    output: str
+
+
+def podman_build(dockerfile: Path, image: str, context: Path = REPO, **build_args: str) -> Build:
+    """``podman build`` (from the repository root by default; layers cached between runs); fails the test with
+    the build's log."""
+    args = [arg for key, value in build_args.items() for arg in ("--build-arg", f"{key}={value}")]
+    start = time.monotonic()
+    proc = subprocess.run(["podman", "build", "--network", "host", "-f", str(dockerfile), *args, "-t", image,
+                           str(context)], capture_output=True, text=True, check=False, timeout=1200)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, f"building {image} from {dockerfile.name} failed:\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}"
+    return Build(image, seconds, proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def worker_image(podman_base) -> Build:
+    """containers/worker.Dockerfile built once per session on the Debian base, iworkflow from this checkout."""
+    return podman_build(REPO / "containers" / "worker.Dockerfile", WORKER_IMAGE, BASE_IMAGE=podman_base)
+
+
+@pytest.fixture(scope="session")
+def server_image(podman_base) -> Build:
+    """containers/server.Dockerfile built once per session on the Debian base."""
+    return podman_build(REPO / "containers" / "server.Dockerfile", SERVER_IMAGE, BASE_IMAGE=podman_base)
+
+
+@pytest.fixture(scope="session")
+def hpo_image(worker_image) -> Build:
+    """The HPO example's image: the worker image plus xgboost and scikit-learn; the example's code is not in it."""
+    example = REPO / "examples" / "hpo_xgboost"
+    return podman_build(example / "Dockerfile", HPO_IMAGE, context=example, WORKER_IMAGE=worker_image.image)
+
+
+def podman_containers(prefix: str = "") -> list[str]:
+    """Names of the containers podman knows (running or not: `podman ps -a`), those starting with ``prefix``."""
+    out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True,
+                         check=True).stdout
+    return [name for name in out.split() if name.startswith(prefix)]
+
+
+@pytest.fixture(scope="session")
+def podman_ps(podman_base):
+    """``podman_ps(prefix)``: the names of the containers podman knows that start with ``prefix``."""
+    return podman_containers
