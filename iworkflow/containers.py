@@ -146,6 +146,13 @@ def guard(argv: list[str]) -> int:
         print(f"usage: python -m iworkflow.containers {{docker|podman}} run [OPTIONS] IMAGE COMMAND; got {argv}",
               file=sys.stderr)
         return 2
+    from .config import load_settings
+
+    settings = load_settings()
+    env = dict(os.environ)
+    for key, value in (("IWORKFLOW_SERVER_URL", settings.server_url), ("IWORKFLOW_TOKEN", settings.token)):
+        if value:
+            env[key] = value  # a setting from a config file reaches the container too
     parent = os.getppid()
     name = NAME_PREFIX + secrets.token_hex(8)
     engine = argv[0]
@@ -154,13 +161,6 @@ def guard(argv: list[str]) -> int:
         os.close(write_end)
         _sweeper(read_end, engine, name)
     os.close(read_end)
-    from .config import load_settings
-
-    settings = load_settings()
-    env = dict(os.environ)
-    for key, value in (("IWORKFLOW_SERVER_URL", settings.server_url), ("IWORKFLOW_TOKEN", settings.token)):
-        if value:
-            env[key] = value
     cmd = [engine, "run", "--name", name, *_user_args(os.path.basename(engine)), *argv[2:]]
     proc = subprocess.Popen(cmd, env=env)
     while True:

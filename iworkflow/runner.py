@@ -203,7 +203,9 @@ def job_command(payload: JobPayload) -> list[str]:
     if payload.container_options:
         from .containers import container_command
 
-        return ["/bin/bash", "-c", container_command(payload.container_options, payload.init_env, payload.source)]
+        # exec: the container's guard must be the runner's own child, to notice when the runner dies
+        return ["/bin/bash", "-c",
+                "exec " + container_command(payload.container_options, payload.init_env, payload.source)]
     inner = f"{shlex.quote(sys.executable)} -m iworkflow.runner once"
     if payload.init_env:
         inner = f"{payload.init_env.rstrip()} {inner}"

@@ -40,7 +40,7 @@ def test_plain_and_init_env():
 def test_job_command_wraps_the_runner_in_the_container(monkeypatch):
     monkeypatch.setenv("IWORKFLOW_HOME", HOME)
     got = shell(job_command(payload(container_options={"container_image": "img", "runtime": "podman"})))
-    assert got[:5] == [*GUARD, "podman", "run"]
+    assert got[:6] == ["exec", *GUARD, "podman", "run"]
     assert got[-6:] == ["--entrypoint", "python3", "img", "-m", "iworkflow.runner", "once"]
 
 
