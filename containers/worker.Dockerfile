@@ -7,9 +7,13 @@
 # Run:
 #   docker run --network host -e IWORKFLOW_SECRET -e IWORKFLOW_BROKER=amqp://guest:guest@127.0.0.1:5672/ \
 #     iworkflow-worker --queue default --slots 4
-# BASE_IMAGE: any image with Python >= 3.11 and its venv module (the default is the public Python image).
+# BASE_IMAGE: any image with Python >= 3.11 and its venv module (the default is the public Python image),
+#   e.g. your own base container with its system libraries.
+# EXTRA_PACKAGES: pip requirements your jobs import, installed with iworkflow's dependencies in a layer that
+#   a change to the code leaves cached, e.g. --build-arg EXTRA_PACKAGES="numpy scikit-learn xgboost-cpu".
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
+ARG EXTRA_PACKAGES=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -26,6 +30,7 @@ WORKDIR /opt/iworkflow
 COPY pyproject.toml containers/requirements.py ./
 RUN python3 -m venv /opt/venv \
     && python3 requirements.py pyproject.toml amqp,stomp > requirements.txt \
+    && for req in $EXTRA_PACKAGES; do echo "$req" >> requirements.txt; done \
     && pip install --no-cache-dir -r requirements.txt "setuptools>=68" "wheel>=0.40"
 COPY README.md ./
 COPY iworkflow ./iworkflow

@@ -18,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_cleanup import run_prefix
+from pg_schema import private_schema
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = Path(sys.executable).parent / "podman-compose"
 AMQP = os.environ.get("IWORKFLOW_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
-PG = os.environ.get("IWORKFLOW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman, pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -35,21 +36,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def pg_schema():
-    """A PostgreSQL schema of this test's own, dropped afterwards; the URL makes it the search path."""
-    import sqlalchemy as sa
-
-    schema = f"iwf_compose_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG}?application_name={schema}&options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE application_name = :name AND pid <> pg_backend_pid()"), {"name": schema})
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema("iwf_compose") as url:
+        yield url
 
 
 class Deployment:
@@ -72,14 +60,9 @@ class Deployment:
         return proc.stdout + proc.stderr
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        pending = {"server": "listening on", "worker-1": "ready", "worker-2": "ready"}
-        while pending:
-            pending = {s: word for s, word in pending.items() if word not in self.logs(s)}
-            if pending and time.monotonic() > deadline:
-                raise AssertionError(f"not ready after {timeout} s: {sorted(pending)}\n"
-                                     + "\n".join(f"--- {s}\n{self.logs(s)[-2000:]}" for s in pending))
-            time.sleep(0.5)
+        ready = {"server": "listening on", "worker-1": "ready", "worker-2": "ready"}
+        wait_until(lambda: {s: self.logs(s)[-2000:] for s, word in ready.items() if word not in self.logs(s)},
+                   lambda pending: not pending, timeout=timeout, what="services not ready (their logs)")
 
 
 @pytest.fixture
@@ -122,8 +105,9 @@ def test_hpo_example_runs_on_the_compose_deployment(deployment, tmp_path):
                        headers={"Authorization": f"Bearer {deployment.env['IWORKFLOW_TOKEN']}"})
     page = api.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
-    workflows = wait_for(lambda: api.get("/api/workflows").json(),
-                         lambda wfs: len(wfs) == 2 and all(w["status"] == "finished" for w in wfs))
+    workflows = wait_until(lambda: api.get("/api/workflows").json(),
+                           lambda wfs: len(wfs) == 2 and all(w["status"] == "finished" for w in wfs),
+                           what="both workflows recorded as finished")
     jobs = [j for w in workflows for j in api.get("/api/jobs", params={"workflow_id": w["id"]}).json()]
     assert len(jobs) == 12 and {j["status"] for j in jobs} == {"finished"}
 
@@ -136,12 +120,3 @@ def test_hpo_example_runs_on_the_compose_deployment(deployment, tmp_path):
         served += int(found.group(1))
     assert served >= 12
 
-
-def wait_for(fetch, ok, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if ok(value):
-            return value
-        assert time.monotonic() < deadline, f"still {value!r} after {timeout} s"
-        time.sleep(0.3)

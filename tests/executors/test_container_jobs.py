@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 import iworkflow
 from iworkflow import work, workflow
@@ -27,16 +28,6 @@ def in_image(worker_image):
     iworkflow.configure(broker="memory://", executor="local", slots=2)
     yield {"container_image": worker_image.image, "runtime": "podman"}
     iworkflow.shutdown()
-
-
-def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} still false after {timeout} s")
 
 
 def root_fs_type(mounts: str) -> str:
@@ -144,7 +135,7 @@ def test_walltime_kills_the_container_and_leaves_none_behind(in_image, podman_ps
     with pytest.raises(TimeoutError, match="max_walltime=3"):
         wf()
     assert time.monotonic() - start < 30
-    wait_until(lambda: podman_ps(NAME_PREFIX) == [], what="podman ps -a shows no job container")
+    wait_until(lambda: podman_ps(NAME_PREFIX), lambda names: names == [], what="job containers left")
 
 
 def test_an_unknown_image_fails_the_job_with_the_engine_s_words(in_image):
@@ -202,14 +193,14 @@ def test_cancel_stops_the_running_container(worker_image, podman_ps, tmp_path):
 
         driver = threading.Thread(target=drive)
         driver.start()
-        wait_until(lambda: podman_ps(NAME_PREFIX), timeout=60, what="the job's container is running")
+        wait_until(lambda: podman_ps(NAME_PREFIX), timeout=60, what="the job's container")
         # what `POST /api/workflows/{id}/cancel` broadcasts
         runtime.bus.broadcast(CONTROL_TOPIC, Control(action=CANCEL, workflow_id=outcome["id"],
                                                      reason="cancelled by the test").encode(runtime.secret))
         driver.join(30)
         assert not driver.is_alive(), "the cancelled call must end"
         assert isinstance(outcome.get("error"), WorkCancelled), outcome
-        wait_until(lambda: podman_ps(NAME_PREFIX) == [], what="podman ps -a shows no job container")
+        wait_until(lambda: podman_ps(NAME_PREFIX), lambda names: names == [], what="job containers left")
     finally:
         iworkflow.shutdown()
         worker.terminate()

@@ -2,14 +2,13 @@
 HTTP server on a free port, and the embedded runtime (memory bus + thread executor) emitting events."""
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pg_schema import private_schema
 
-PG_URL = os.environ.get("IWORKFLOW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
 
 
@@ -20,24 +19,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_url():
-    """A PostgreSQL schema private to this test, dropped afterwards (parallel runs never collide).
-
-    Connections made through the URL carry the schema as ``application_name``, so the teardown can end any
-    that are still open (a server thread not yet stopped) instead of deadlocking against their writes."""
-    import sqlalchemy as sa
-
-    schema = f"iwf_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}?application_name={schema}&options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE application_name = :name AND pid <> pg_backend_pid()"), {"name": schema})
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    """A PostgreSQL schema private to this test, dropped afterwards (parallel runs never collide)."""
+    with private_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
