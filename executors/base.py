@@ -20,7 +20,8 @@ class Executor(ABC):
     Cancelling a Future drops a job that has not started.
     """
 
-    #: whether jobs run where the driver's files are not visible, so sources must be shipped
+    #: whether jobs run in other processes, each with the snapshot of the workflow's source tree its run
+    #: packed (False: jobs run inside the driver, with the modules it has imported)
     ships_source: bool = True
 
     def __init__(self, settings: "Settings", bus: "Bus", address: str | None = None):

@@ -167,7 +167,7 @@ class _PoolProcess:
 class LocalExecutor(Executor):
     """Runs jobs in ``slots`` local runner processes (default: one per core)."""
 
-    ships_source = False
+    ships_source = True
 
     def __init__(self, settings, bus, address: str | None = None, slots: int | None = None,
                  started_events: bool = True):

@@ -45,7 +45,13 @@ class Settings:
     max_attempt: int = 5
     max_source_mb: float = 200.0
     events: str = "auto"
-    cache: str = "on"
+    #: "on": every work memoizes its results across runs by call identity (as ``@work(cache=True)``)
+    cache: str = "off"
+    #: "last" (or a run id): this run reuses the results of the last run of the same driver where a call
+    #: matches one of its calls exactly; "" runs everything
+    resume: str = ""
+    #: how many recent runs of each driver keep their results for a resume (0: record none)
+    resume_runs: int = 5
     #: events kept for an absent server (its durable ``events`` queue): at most this many, this many seconds
     event_backlog_max: int = 500_000
     event_backlog_ttl: float = 86400.0
@@ -85,7 +91,12 @@ class Settings:
 
     @property
     def cache_enabled(self) -> bool:
-        return self.cache.lower() not in ("off", "0", "false", "no")
+        value = self.cache.strip().lower()
+        if value in ("on", "1", "true", "yes"):
+            return True
+        if value in ("off", "0", "false", "no", ""):
+            return False
+        raise ConfigurationError(f"setting cache={self.cache!r} must be 'on' or 'off' (IWORKFLOW_CACHE)")
 
     @property
     def bundles_enabled(self) -> bool:

@@ -15,26 +15,22 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections import deque
 from typing import Any, BinaryIO, Callable
 
-from . import result_store, serialization
+from . import result_store, serialization, source_version
 from .envelope import Envelope, peek_header
 from .errors import ErrorInfo, InvalidMessage
-from .messages import Event, JobMetrics, JobPayload, ResultPayload, SourceRef, decode_payload, encode_payload
-from .source_cache import SourceStore
+from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload, encode_payload
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 OUTPUT_TAIL = 4096
-_functions: dict[str, Callable[..., Any]] = {}
-_sources_on_path: set[str] = set()
-_lock = threading.Lock()
+_functions: dict[tuple[int, str], Callable[..., Any]] = {}
 
 
 def _secret() -> bytes:
@@ -43,24 +39,10 @@ def _secret() -> bytes:
     return load_settings().secret_bytes
 
 
-def ensure_source(ref: SourceRef) -> str:
-    """Unpack the workflow's source tree (once per hash) and put it at the front of sys.path."""
-    with _lock:
-        if ref.digest in _sources_on_path:
-            return ref.digest
-        if ref.store.startswith(("http://", "https://")):
-            from .source_http import HttpSourceStore
-
-            path = HttpSourceStore(ref.store).unpacked(ref.digest)
-        else:
-            path = SourceStore(ref.store).unpacked(ref.digest)
-        sys.path.insert(0, str(path))
-        _sources_on_path.add(ref.digest)
-        return str(path)
-
-
 def load_function(payload: JobPayload) -> Callable[..., Any]:
-    func = _functions.get(payload.func_digest)
+    """The job's function, unpickled once per source version (``source_version.generation``)."""
+    key = (source_version.generation(), payload.func_digest)
+    func = _functions.get(key)
     if func is None:
         func = serialization.loads(payload.func)
         # A work function pickled by reference resolves to its decorator wrapper: call the plain function.
@@ -68,7 +50,7 @@ def load_function(payload: JobPayload) -> Callable[..., Any]:
             func = func.__wrapped__
         if len(_functions) > 256:
             _functions.clear()
-        _functions[payload.func_digest] = func
+        _functions[key] = func
     return func
 
 
@@ -121,12 +103,11 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
         sys.stdout = tail
         sys.stderr = _Tail(old_err)
     try:
-        if payload.source is not None:
-            ensure_source(payload.source)
-        func = load_function(payload)
-        args, kwargs = serialization.loads(payload.args)
-        value = func(*args, **kwargs)
-        data = result_store.spill(serialization.dumps(value))  # large values go by reference
+        with source_version.using(payload.source):
+            func = load_function(payload)
+            args, kwargs = serialization.loads(payload.args)
+            value = func(*args, **kwargs)
+            data = result_store.spill(serialization.dumps(value))  # large values go by reference
         return ResultPayload(ok=True, value=data, metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt))
     except BaseException as exc:  # noqa: BLE001 - a job's failure of any kind becomes its result
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not capture:
@@ -216,7 +197,7 @@ def run_in_subprocess(data: bytes, env: Envelope, payload: JobPayload, secret: b
     start = time.time()
     cmd = job_command(payload)
     child_env = dict(os.environ)
-    child_env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    child_env["PYTHONPATH"] = os.pathsep.join(source_version.importable_elsewhere())
     if secret:
         child_env["IWORKFLOW_SECRET"] = secret.decode()  # the job's command (or container) verifies with it
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

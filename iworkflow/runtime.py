@@ -26,6 +26,7 @@ class Runtime:
         self._bus: Bus | None = None
         self._executors: dict[str, Any] = {}
         self._result_cache = None
+        self._run = None
         self._inbox = None
         self._job_seconds: dict[str, float] = {}
         self._lock = threading.RLock()
@@ -80,6 +81,17 @@ class Runtime:
 
                     self._result_cache = ResultCache(os.path.join(self.settings.home, "results.db"))
         return self._result_cache
+
+    def run_for(self, program: str):
+        """This process's run (``result_cache.Run``), started by the first workflow that submits work."""
+        if self._run is None:
+            with self._lock:
+                if self._run is None:
+                    from .result_cache import Run
+
+                    self._run = Run(self.result_cache, program, self.settings.resume.strip(),
+                                    self.settings.resume_runs)
+        return self._run
 
     def emit(self, event: Event) -> None:
         if self.emit_events:

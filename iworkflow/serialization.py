@@ -14,7 +14,7 @@ from typing import Any
 import cloudpickle
 
 PROTOCOL = 5
-_LIBRARY_ROOTS = tuple(
+LIBRARY_ROOTS = tuple(
     os.path.realpath(p)
     for p in {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     if p
@@ -30,12 +30,13 @@ def loads(data: bytes) -> Any:
     return cloudpickle.loads(data)
 
 
-def _is_user_module(module: types.ModuleType) -> bool:
+def is_user_module(module: types.ModuleType) -> bool:
+    """A module of the user's own code: not the standard library, an installed package, iworkflow or cloudpickle."""
     path = getattr(module, "__file__", None)
     if not path or module.__name__ in ("__main__", "__mp_main__"):
         return False
     real = os.path.realpath(path)
-    if any(real.startswith(root + os.sep) for root in _LIBRARY_ROOTS):
+    if any(real.startswith(root + os.sep) for root in LIBRARY_ROOTS):
         return False
     return not module.__name__.startswith(("iworkflow", "cloudpickle"))
 
@@ -43,7 +44,7 @@ def _is_user_module(module: types.ModuleType) -> bool:
 def dumps_function(func: Any) -> bytes:
     """Pickle a job's function by value when it lives in the user's own code (not an installed library)."""
     module = sys.modules.get(getattr(func, "__module__", None) or "")
-    if module is not None and module.__name__ not in _by_value and _is_user_module(module):
+    if module is not None and module.__name__ not in _by_value and is_user_module(module):
         cloudpickle.register_pickle_by_value(module)
         _by_value.add(module.__name__)
     return dumps(func)

@@ -13,8 +13,11 @@ import io
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
+import threading
+import time
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigurationError, UnsafeArchiveError
@@ -31,6 +34,10 @@ SUFFIX = ".tar.gz"
 
 def _excluded(rel: str, name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def _patterns(excludes) -> tuple[str, ...]:
+    return DEFAULT_EXCLUDES + tuple(excludes)
 
 
 def _members(root: Path, patterns: tuple[str, ...]) -> list[tuple[str, Path]]:
@@ -52,31 +59,103 @@ def _members(root: Path, patterns: tuple[str, ...]) -> list[tuple[str, Path]]:
     return files
 
 
+def _too_big(root: Path, total: int, max_mb: float) -> ConfigurationError:
+    return ConfigurationError(
+        f"source tree {root} holds {total / 2**20:.0f} MiB (limit {max_mb:.0f} MiB): point source_dir= at "
+        "the folder with your code, add exclude_source_files=[...] patterns, or raise max_source_mb"
+    )
+
+
+def _read(path: Path) -> tuple[bytes, int] | None:
+    """A file's bytes and mode, or None (with a WARNING) when it vanished or cannot be read meanwhile."""
+    try:
+        with path.open("rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise IsADirectoryError(f"{path} is no longer a regular file")
+            return fh.read(), mode
+    except OSError as err:
+        logger.warning("source tree: skipping %s, which changed while it was packed (%s)", path, err)
+        return None
+
+
 def pack(source_dir: str | os.PathLike, excludes: list[str] | tuple[str, ...] = (),
          max_mb: float = 200.0) -> tuple[str, bytes]:
-    """Pack a tree deterministically; returns (sha256 hex, tar.gz bytes)."""
+    """Pack a tree deterministically; returns (sha256 hex, tar.gz bytes).
+
+    A file that vanishes or becomes unreadable while the tree is packed is left out with a WARNING: the
+    digest is always of what was packed."""
     root = Path(source_dir).resolve()
     if not root.is_dir():
         raise ConfigurationError(f"source_dir {root} is not a directory; pass source_dir= an existing folder")
-    patterns = DEFAULT_EXCLUDES + tuple(excludes)
-    members = _members(root, patterns)
-    total = sum(p.stat().st_size for _, p in members)
-    if total > max_mb * 1024 * 1024:
-        raise ConfigurationError(
-            f"source tree {root} holds {total / 2**20:.0f} MiB (limit {max_mb:.0f} MiB): point source_dir= at "
-            "the folder with your code, add exclude_source_files=[...] patterns, or raise max_source_mb"
-        )
+    members = _members(root, _patterns(excludes))
+    limit = max_mb * 1024 * 1024
+    sizes = []
+    for _rel, path in members:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            sizes.append(0)  # gone already: _read says so
+    if sum(sizes) > limit:  # before reading anything
+        raise _too_big(root, sum(sizes), max_mb)
     raw = io.BytesIO()
+    total = 0
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel, path in members:
+            read = _read(path)
+            if read is None:
+                continue
+            data, mode = read
+            total += len(data)
+            if total > limit:  # a file grew while the tree was packed
+                raise _too_big(root, total, max_mb)
             info = tarfile.TarInfo(rel)
-            info.size = path.stat().st_size
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            info.size = len(data)
+            info.mode = 0o755 if mode & stat.S_IXUSR else 0o644
             info.mtime = 0
-            with path.open("rb") as fh:
-                tar.addfile(info, fh)
+            tar.addfile(info, io.BytesIO(data))
     data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
     return hashlib.sha256(data).hexdigest(), data
+
+
+#: a file changed this recently is not trusted to keep its stat signature when it changes again
+RACY_SECONDS = 2.0
+_known_trees: dict[tuple[str, tuple[str, ...]], tuple[tuple, str]] = {}
+_known_lock = threading.Lock()
+
+
+def _signature(root: Path, patterns: tuple[str, ...]) -> tuple | None:
+    """Every member's (name, size, mtime, ctime, inode): equal signatures mean no file was written, added,
+    removed or replaced in between; None when a file changed too recently for that to hold."""
+    now = time.time()
+    signature = []
+    for rel, path in _members(root, patterns):
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if now - max(st.st_mtime, st.st_ctime) < RACY_SECONDS:
+            return None
+        signature.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return tuple(signature)
+
+
+def add_tree(store, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
+    """Pack a tree into ``store`` unless this process packed it already and no file of it changed since."""
+    root = Path(source_dir).resolve()
+    key = (str(root), tuple(excludes))
+    signature = _signature(root, _patterns(excludes)) if root.is_dir() else None
+    with _known_lock:
+        known = _known_trees.get(key)
+    if signature is not None and known is not None and known[0] == signature and store.has(known[1]):
+        return known[1]
+    digest, data = pack(root, excludes, max_mb)
+    if store.put_new(digest, data):
+        logger.info("stored source %s (%d bytes) from %s in %s", digest[:12], len(data), source_dir, store.location)
+    if signature is not None:
+        with _known_lock:
+            _known_trees[key] = (signature, digest)
+    return digest
 
 
 def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -164,11 +243,11 @@ class SourceStore:
             raise FileNotFoundError(f"source {digest} is not in the store at {self.path}")
         return path.read_bytes()
 
+    def put_new(self, digest: str, data: bytes) -> bool:
+        return self.put(digest, data)
+
     def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
-        digest, data = pack(source_dir, excludes, max_mb)
-        if self.put(digest, data):
-            logger.info("stored source %s (%d bytes) from %s", digest[:12], len(data), source_dir)
-        return digest
+        return add_tree(self, source_dir, excludes, max_mb)
 
     def unpacked(self, digest: str, fetch=None) -> Path:
         """Path of the unpacked tree, unpacking it once (atomically) if needed."""

@@ -18,7 +18,7 @@ from typing import Any
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from .errors import ConfigurationError, IWorkflowError, UnsafeArchiveError
-from .source_cache import SourceStore, pack
+from .source_cache import SourceStore, add_tree
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +123,13 @@ class HttpSourceStore:
             raise UnsafeArchiveError(f"source downloaded from {url} does not match its hash {digest}")
         return data
 
+    def put_new(self, digest: str, data: bytes) -> bool:
+        """Upload a tarball unless the server already holds that hash."""
+        return not self.has(digest) and self.put(digest, data)
+
     def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
         """Pack a tree and upload it unless the server already holds that hash."""
-        digest, data = pack(source_dir, excludes, max_mb)
-        if not self.has(digest) and self.put(digest, data):
-            logger.info("uploaded source %s (%d bytes) from %s to %s", digest[:12], len(data), source_dir, self.url)
-        return digest
+        return add_tree(self, source_dir, excludes, max_mb)
 
     def unpacked(self, digest: str) -> Path:
         """The unpacked tree under the local iworkflow home, downloaded once per hash."""

@@ -11,14 +11,17 @@ import os
 import pickle
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from . import serialization
 from .asyncresult import FAILED, FINISHED, SUBFINISHED, AsyncResult, Outcome
 from .context import current_workflow
 from .errors import ConfigurationError, WorkCancelled
+from .identity import call_identity, work_identity
 from .ids import get_unique_id_for_dict, new_id
-from .messages import RETRY, Control, Event, Job, JobPayload, decode_payload, encode_payload, results_destination
+from .messages import (RETRY, Control, Event, Job, JobPayload, SourceRef, decode_payload, encode_payload,
+                       results_destination)
+from .result_cache import MEMO
 from .runtime import get_runtime
 
 logger = logging.getLogger(__name__)
@@ -29,6 +32,15 @@ _UNSET = object()
 #: a fan-out is encoded and dispatched in chunks growing from FIRST_CHUNK to MAX_CHUNK jobs
 FIRST_CHUNK = 64
 MAX_CHUNK = 2048
+
+
+class _Calls(NamedTuple):
+    """A work's jobs ready to encode: the pickled function, its digest, the source shipped, the arguments."""
+
+    func: bytes
+    digest: str
+    source: SourceRef | None
+    args: list[tuple[str, bytes]]
 
 
 def _ignored(kind: str) -> bool:
@@ -74,7 +86,9 @@ class Work:
         self._futures: list[Future] = []
         self._jobs: dict[str, Job] = {}
         self.parents: list[str] = []
-        self._scope: str | None = None
+        #: job key -> (call identity, record key in this run), for jobs whose results are recorded or reused
+        self._calls: dict[str, tuple[str, str]] = {}
+        self._run = None
         self._digest: str | None = None
         self._lock = threading.Lock()
         self._runtime = None
@@ -190,34 +204,90 @@ class Work:
                                       multi_jobs_kwargs_list=self.multi_jobs_kwargs_list)
         return self._async
 
-    def _cache_scope(self) -> str | None:
-        """Where this work's results are cached: same driver, same function code; None when not cached."""
-        enabled = self.cache if self.cache is not None else self.runtime.settings.cache_enabled
-        identity = getattr(self._workflow, "cache_identity", lambda: None)() if self._workflow is not None else None
-        if not enabled or identity is None:
+    def _memoized(self) -> bool:
+        """``cache=True`` (or ``IWORKFLOW_CACHE=on``): results are reused across runs by call identity."""
+        return self.cache if self.cache is not None else self.runtime.settings.cache_enabled
+
+    def _ships_source(self, executor) -> bool:
+        # a job in a container sees none of the driver's files: its source comes from the source cache
+        return executor.ships_source or bool(self.container_options)
+
+    def _source_ref(self, executor, identify: bool) -> SourceRef | None:
+        """The source tree the jobs run with: the workflow's; for a memoized work outside a workflow, the
+        folder of its function (so that an edited helper module changes the call identity)."""
+        if not (self._ships_source(executor) or identify):
             return None
-        from .result_cache import code_hash
+        if self._workflow is not None:
+            return self._workflow.source_ref() if hasattr(self._workflow, "source_ref") else None
+        if not self._memoized():
+            return None
+        from .workflow import _default_source_dir, _source_store
 
-        return hashlib.sha256(f"{identity}:{code_hash(self._func)}".encode()).hexdigest()
+        folder = _default_source_dir(self._func)
+        if folder is None:
+            return None
+        settings = self.runtime.settings
+        store = _source_store(settings)
+        return SourceRef(digest=store.add_tree(folder, (), settings.max_source_mb), store=store.location)
 
-    def _job_chunks(self, executor, skip: set[str] | frozenset = frozenset()) -> Iterator[list[Job]]:
-        """The jobs to dispatch, in chunks that grow from ``FIRST_CHUNK`` to ``MAX_CHUNK``.
-
-        Every job's arguments are pickled before the first chunk is yielded, so an unpicklable argument
-        fails the call before anything is sent; signing and wrapping then go chunk by chunk, so workers
-        start on the first jobs while the driver is still encoding the rest."""
+    def _prepare(self, executor) -> _Calls:
+        """Pickle the function and every job's arguments (an unpicklable one fails the call here, before
+        anything is sent) and, where results are recorded or reused, each job's call identity."""
         try:
             func_bytes = serialization.dumps_function(self._func)
         except Exception as err:
             raise ConfigurationError(f"function {self.name} cannot be serialized with cloudpickle: {err}") from None
         digest = self._digest = hashlib.sha256(func_bytes).hexdigest()
-        todo = [(key, self._serialize_args(args, kwargs)) for key, _lookup, args, kwargs in self._jobs_spec
-                if key not in skip]
+        todo = [(key, self._serialize_args(args, kwargs)) for key, _lookup, args, kwargs in self._jobs_spec]
+        driver = getattr(self._workflow, "driver_key", None)
+        self._run = self.runtime.run_for(driver()) if driver is not None else None
+        run = self._run
+        identify = self._memoized() or (run is not None and (run.recording or run.resumed_from is not None))
+        source = self._source_ref(executor, identify)
+        if identify:
+            work = work_identity(digest, source.digest if source else None, self.init_env, self.container_options)
+            identities = [call_identity(work, args_bytes) for _key, args_bytes in todo]
+            records = run.occurrences(identities) if run is not None else identities
+            self._calls = {key: (ident, rec) for (key, _), ident, rec in zip(todo, identities, records)}
+        return _Calls(func_bytes, digest, source if self._ships_source(executor) else None, todo)
+
+    def _reuse(self) -> dict[str, bytes]:
+        """Results this work takes instead of running jobs: those of exactly the same calls in the run being
+        resumed, then (``cache=True``) memoized ones.  Every reuse is logged at WARNING."""
+        if not self._calls:
+            return {}
+        cache = self.runtime.result_cache
+        found: dict[str, bytes] = {}
+        sources: list[str] = []
+        run = self._run
+        if run is not None and run.resumed_from is not None:
+            got = cache.get_many(run.resumed_from, [rec for _ident, rec in self._calls.values()])
+            for key, (_ident, rec) in self._calls.items():
+                raw = got.get(rec)
+                if raw is not None:
+                    found[key] = raw
+                    if run.recording:
+                        cache.put(run.id, rec, raw)  # this run's record stays complete for a later resume
+            if found:
+                sources.append(f"{len(found)} from run {run.resumed_from} (resume)")
+        if self._memoized():
+            rest = {ident: key for key, (ident, _rec) in self._calls.items() if key not in found}
+            got = cache.get_many(MEMO, rest)
+            for ident, raw in got.items():
+                found[rest[ident]] = raw
+            if got:
+                sources.append(f"{len(got)} memoized (cache=True)")
+        if found:
+            logger.warning("work %s: %d of %d job results reused, not run again: %s", self.name, len(found),
+                           len(self.job_keys), ", ".join(sources))
+        return found
+
+    def _job_chunks(self, executor, calls: _Calls, skip: set[str] | frozenset = frozenset()) -> Iterator[list[Job]]:
+        """The jobs to dispatch, in chunks that grow from ``FIRST_CHUNK`` to ``MAX_CHUNK``: signing and
+        wrapping go chunk by chunk, so workers start on the first jobs while the driver encodes the rest."""
+        func_bytes, digest, source = calls.func, calls.digest, calls.source
+        todo = [(key, args_bytes) for key, args_bytes in calls.args if key not in skip]
         expected = self.runtime.expected_job_seconds(digest)
-        source = None
-        # a job in a container sees none of the driver's files: its source comes from the source cache
-        if self._workflow is not None and (executor.ships_source or self.container_options):
-            source = self._workflow.source_ref()
         secret = self.runtime.secret
         queue = self.queue
         walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
@@ -247,10 +317,10 @@ class Work:
         if self.status != NEW:
             raise RuntimeError(f"work {self.name} was already submitted")
         executor = self.runtime.executor(self.executor_name)
-        self._scope = self._cache_scope()
-        cached = self.runtime.result_cache.get_many(self._scope, self.job_keys) if self._scope else {}
-        chunks = self._job_chunks(executor, skip=cached.keys()) if len(cached) < len(self.job_keys) else iter(())
-        first = next(chunks, [])  # raises here, before anything is sent, if an argument cannot be pickled
+        calls = self._prepare(executor)  # raises here, before anything is sent, if an argument cannot be pickled
+        cached = self._reuse()
+        chunks = self._job_chunks(executor, calls, skip=cached.keys()) if len(cached) < len(calls.args) else iter(())
+        first = next(chunks, [])
         result = self.init_async_result()
         result.subscribe()
         if self._workflow is not None and hasattr(self._workflow, "parents_of"):
@@ -258,8 +328,6 @@ class Work:
                                                       self.multi_jobs_kwargs_list])
         self.status = RUNNING
         if cached:
-            logger.info("work %s: %d of %d results reused from the result cache", self.name, len(cached),
-                        len(self.job_keys))
             for key, raw in cached.items():
                 result._record(key, pickle.loads(raw), cached=True)
         walltime = first[0].max_walltime if first else None
@@ -334,15 +402,24 @@ class Work:
         if outcome.cached:
             self.runtime.emit(Event("job_finished", self.workflow_id, self.internal_id, outcome.key,
                                     data={"worker": "result-cache", "cached": True}))
-        elif outcome.ok and raw is not None and self._scope is not None:
-            self.runtime.result_cache.put(self._scope, outcome.key, raw)
+        elif outcome.ok and raw is not None and self._calls:
+            self._keep(outcome.key, raw)
         if outcome.ok and not outcome.cached and outcome.metrics is not None and self._digest is not None:
             self.runtime.note_job_seconds(self._digest, outcome.metrics.duration)
         if self._async is not None and self._async.is_all_results_available and self.status == RUNNING:
-            if self._scope is not None:
+            if self._calls:
                 self.runtime.result_cache.flush()
             status = self.get_status()
             self.runtime.emit(Event("work_finished", self.workflow_id, self.internal_id, data={"status": status}))
+
+    def _keep(self, key: str, raw: bytes) -> None:
+        """Record a job's result under its call identity: in this run (for a resume) and, memoized, for all."""
+        identity, record = self._calls[key]
+        cache = self.runtime.result_cache
+        if self._run is not None and self._run.recording:
+            cache.put(self._run.id, record, raw)
+        if self._memoized():
+            cache.put(MEMO, identity, raw)
 
     # --- status and results ----------------------------------------------------------------
     def get_status(self) -> str:

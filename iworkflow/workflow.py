@@ -97,13 +97,17 @@ class Workflow:
     def source_dir(self) -> str | None:
         return self._source_dir
 
-    def cache_identity(self) -> str | None:
-        """What makes a re-run 'the same driver' for the result cache: its function's code, or a given name."""
-        if self._func is not None:
-            from .result_cache import code_hash
-
-            return code_hash(self._func)
-        return f"name:{self._name}" if self._explicit_name else None
+    def driver_key(self) -> str:
+        """Which driver this is, to find its earlier runs for a resume: a given name, else its function."""
+        if self._explicit_name or self._func is None:
+            return f"name:{self._name}"
+        func = inspect.unwrap(self._func)
+        try:
+            path = inspect.getsourcefile(func) or ""
+        except TypeError:
+            path = ""
+        name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', type(func).__name__)}"
+        return f"{os.path.abspath(path) if path else ''}:{name}"
 
     # --- source cache ----------------------------------------------------------------------
     def source_ref(self) -> SourceRef | None:

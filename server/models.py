@@ -4,7 +4,7 @@ Timestamps are epoch seconds (floats), as carried by the events themselves.
 """
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
@@ -83,6 +83,8 @@ class JobRecord(Base):
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
     result_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    #: the driver reused an earlier result of exactly this call (resume or ``cache=True``): nothing ran
+    cached: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)
 
     work: Mapped[WorkRecord] = relationship(back_populates="jobs")

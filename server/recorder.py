@@ -256,6 +256,7 @@ def _job_ended(session: Session, event: Event, now: float) -> None:
         job.output = _clip(data.get("output"))
     if data.get("result_ref"):
         job.result_ref = _clip(data["result_ref"], 1024)
+    job.cached = bool(data.get("cached"))
     job.updated_at = now
 
 

@@ -64,6 +64,8 @@ class JobOut(BaseModel):
     last_seen: float | None = None
     error: str | None = None
     result_ref: str | None = None
+    #: the result was reused from an earlier identical call (resume or cache=True), not computed
+    cached: bool = False
     duration: float | None = None
 
 

@@ -9,8 +9,6 @@ import pytest
 _HOME = tempfile.mkdtemp(prefix="iworkflow-test-home-")
 os.environ["IWORKFLOW_HOME"] = _HOME
 os.environ.setdefault("IWORKFLOW_SECRET", "test-secret-" + os.urandom(8).hex())
-# Tests rerun the same functions with the same arguments on purpose; the result cache has its own tests.
-os.environ.setdefault("IWORKFLOW_CACHE", "off")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 import iworkflow
 from iworkflow import JobLostError, Work, work
+from fresh_code import check, two_runs
 
 
 @work(map_results=True)
@@ -58,3 +59,12 @@ def test_shutdown_ends_every_pending_job_with_a_failure(embedded):
     assert len(res) == 20
     assert len(res.get_failures()) + len(res.get_all_results()) == 20
     assert len(res.get_failures()) >= 10
+
+
+def test_a_long_lived_runner_process_serves_each_run_with_its_own_helper_module(tmp_path):
+    """One runner process serves run 1, the helper module is edited, run 2 gets the new helper's values."""
+    iworkflow.configure(broker="memory://", executor="local", slots=1)
+    try:
+        check(*two_runs(tmp_path / "project"))
+    finally:
+        iworkflow.shutdown()

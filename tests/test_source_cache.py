@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tarfile
 
 import pytest
 
+from iworkflow import source_cache
 from iworkflow.errors import ConfigurationError, UnsafeArchiveError
 from iworkflow.source_cache import SourceStore, pack, safe_extract
 
@@ -132,3 +134,55 @@ def test_pythons_without_extraction_filters_unpack_with_plain_permissions(tmp_pa
     assert (tmp_path / "out" / "run.sh").stat().st_mode & 0o7777 == 0o755
     assert (tmp_path / "out" / "pkg" / "mod.py").stat().st_mode & 0o7777 == 0o644
     assert (tmp_path / "out" / "run.sh").stat().st_uid == os.getuid()
+
+
+def _listing_then(action):
+    """``_members`` as pack() sees it, with ``action(members)`` run between the listing and the reading."""
+    real = source_cache._members
+
+    def members(root, patterns):
+        found = real(root, patterns)
+        action(found)
+        return found
+
+    return members
+
+
+def test_a_file_that_vanishes_while_the_tree_is_packed_is_skipped_with_a_warning(tree, monkeypatch, caplog):
+    monkeypatch.setattr(source_cache, "_members", _listing_then(lambda _found: (tree / "data.bin").unlink()))
+    with caplog.at_level(logging.WARNING, logger="iworkflow.source_cache"):
+        digest, data = pack(tree)
+    assert "data.bin" not in _names(data)
+    assert any("data.bin" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    monkeypatch.undo()
+    assert pack(tree)[0] == digest, "the digest is of what was packed"
+
+
+def test_a_file_that_becomes_unreadable_while_the_tree_is_packed_is_skipped(tree, monkeypatch):
+    def replace_by_directory(_found):
+        (tree / "data.bin").unlink()
+        (tree / "data.bin").mkdir()
+
+    monkeypatch.setattr(source_cache, "_members", _listing_then(replace_by_directory))
+    _digest, data = pack(tree)
+    assert sorted(_names(data)) == ["driver.py", "pkg/__init__.py", "pkg/helpers.py"]
+
+
+def test_an_unchanged_tree_is_not_packed_again(tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(source_cache, "RACY_SECONDS", -1.0)  # as if every file were written long ago
+    packed = []
+    real_pack = source_cache.pack
+    monkeypatch.setattr(source_cache, "pack", lambda *a, **k: packed.append(1) or real_pack(*a, **k))
+    store = SourceStore(tmp_path / "store")
+    first = store.add_tree(tree)
+    assert store.add_tree(tree) == first and len(packed) == 1
+    (tree / "pkg" / "helpers.py").write_text("VALUE = 1234\n")
+    assert store.add_tree(tree) == real_pack(tree)[0] != first and len(packed) == 2
+
+
+def test_rapid_edits_of_the_same_size_always_change_the_digest(tree, tmp_path):
+    """A file rewritten within one clock tick keeps its stat signature: such files are packed, never trusted."""
+    store = SourceStore(tmp_path / "store")
+    for i in range(30):
+        (tree / "pkg" / "helpers.py").write_text(f"VALUE = {i % 10}\n")
+        assert store.add_tree(tree) == pack(tree)[0]

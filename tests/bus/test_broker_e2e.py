@@ -10,6 +10,7 @@ import time
 
 import pytest
 from broker_cleanup import run_prefix
+from fresh_code import check, two_runs
 
 import iworkflow
 from iworkflow import work
@@ -342,3 +343,11 @@ def test_iworkflow_submit_prints_the_workflow_id_and_the_driver_runs_on_a_worker
     while not out.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert out.read_text() == str(2 * sum(range(4)))
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_a_long_lived_worker_serves_each_run_with_its_own_helper_module(deploy, tmp_path):
+    """The same worker serves run 1, the helper module is edited, run 2 gets the new helper's values."""
+    deploy.start_worker(slots=1)
+    deploy.driver()
+    check(*two_runs(tmp_path / "project"))

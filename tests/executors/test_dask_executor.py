@@ -10,6 +10,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import dask
+from fresh_code import check, two_runs
 from iworkflow.executors import create_executor
 
 import iworkflow
@@ -100,3 +101,16 @@ def test_bad_specs_are_named():
     with pytest.raises(ConfigurationError, match=r"cannot reach the Dask scheduler at '127.0.0.1:9'"):
         create_executor("dask://127.0.0.1:9?timeout=1", settings, runtime.bus)
     iworkflow.shutdown()
+
+
+def test_a_long_lived_dask_worker_serves_each_run_with_its_own_helper_module(tmp_path):
+    """The same Dask worker serves run 1, the helper module is edited, run 2 gets the new helper's values."""
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       env={"IWORKFLOW_SECRET": os.environ["IWORKFLOW_SECRET"]},
+                                       silence_logs=logging.ERROR)
+    try:
+        use(f"dask://{cluster.scheduler_address}")
+        check(*two_runs(tmp_path / "project"))
+    finally:
+        iworkflow.shutdown()
+        cluster.close()
