@@ -140,6 +140,7 @@ class Run:
         self.recording = keep > 0
         self.resumed_from: str | None = None
         self._seen: dict[str, int] = {}
+        self._missed = False
         self._lock = threading.Lock()
         if resume:
             if resume == "last":
@@ -159,6 +160,12 @@ class Run:
                                self.id, self.resumed_from, program)
         if self.recording:
             cache.start_run(self.id, program, keep, protect=self.resumed_from)
+
+    def first_miss(self) -> bool:
+        """True the first time a work of this resumed run finds nothing to reuse (to explain why, once)."""
+        with self._lock:
+            first, self._missed = not self._missed, True
+        return first
 
     def occurrences(self, identities: Iterable[str]) -> list[str]:
         """Record keys for these calls: each identity with the number of times it was called before."""

@@ -240,7 +240,7 @@ class Work:
         digest = self._digest = hashlib.sha256(func_bytes).hexdigest()
         todo = [(key, self._serialize_args(args, kwargs)) for key, _lookup, args, kwargs in self._jobs_spec]
         driver = getattr(self._workflow, "driver_key", None)
-        self._run = self.runtime.run_for(driver()) if driver is not None else None
+        self._run = self.runtime.run_for(driver) if driver else None
         run = self._run
         identify = self._memoized() or (run is not None and (run.recording or run.resumed_from is not None))
         source = self._source_ref(executor, identify)
@@ -270,6 +270,12 @@ class Work:
                         cache.put(run.id, rec, raw)  # this run's record stays complete for a later resume
             if found:
                 sources.append(f"{len(found)} from run {run.resumed_from} (resume)")
+            elif run.first_miss():
+                logger.warning(
+                    "work %s: none of its %d calls matches a call of run %s, so all run again; a call matches only "
+                    "with the same function, source tree and arguments: files written into the source folder "
+                    "(logs, outputs) change the tree, so keep them elsewhere or list them in exclude_source_files",
+                    self.name, len(self._calls), run.resumed_from)
         if self._memoized():
             rest = {ident: key for key, (ident, _rec) in self._calls.items() if key not in found}
             got = cache.get_many(MEMO, rest)

@@ -97,6 +97,7 @@ class Workflow:
     def source_dir(self) -> str | None:
         return self._source_dir
 
+    @functools.cached_property
     def driver_key(self) -> str:
         """Which driver this is, to find its earlier runs for a resume: a given name, else its function."""
         if self._explicit_name or self._func is None:

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 import iworkflow
-from iworkflow import work, workflow
+from iworkflow import Workflow, work, workflow
 from iworkflow.errors import ConfigurationError
 
 
@@ -155,6 +155,28 @@ def test_a_resume_reuses_only_calls_with_exactly_the_same_arguments(fresh, tmp_p
     fresh(resume="last")
     assert driver(100) == [100, 200], "another common argument is another call: nothing reused"
     assert sorted(_logged(log)) == ["1", "1", "2", "2"]
+
+
+def test_a_resume_that_matches_nothing_because_a_source_file_changed_says_why(fresh, tmp_path, caplog):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("first")
+
+    @work
+    def inc(x):
+        return x + 1
+
+    def run():
+        return Workflow(lambda: inc(1), source_dir=str(project)).run()
+
+    fresh()
+    run()
+    (project / "notes.txt").write_text("second")  # e.g. a log the driver writes next to itself
+    fresh(resume="last")
+    with caplog.at_level(logging.WARNING, logger="iworkflow.work"):
+        assert run() == 2
+    assert any("none of its 1 calls matches" in r.getMessage() and "source folder" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_resume_of_an_unknown_run_is_a_clear_error(fresh, tmp_path):

@@ -40,12 +40,14 @@ def run(
     kwargs: str = typer.Option("{}", "--kwargs", help="JSON object of keyword arguments for the function"),
     executor: Optional[str] = typer.Option(None, help="executor spec (local, thread, broker, dask://...)"),
     broker: Optional[str] = typer.Option(None, help="bus URL (memory://, amqp://..., stomp://...)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the last run of this workflow: calls that "
+                                "match one of its calls exactly reuse its results (IWORKFLOW_RESUME=last)"),
 ) -> None:
     """Run a workflow (or any function) in this process and print its return value."""
     import iworkflow
 
-    if executor or broker:
-        iworkflow.configure(executor=executor, broker=broker)
+    if executor or broker or resume:
+        iworkflow.configure(executor=executor, broker=broker, resume="last" if resume else None)
     func = load_target(target)
     try:
         params = json.loads(kwargs)

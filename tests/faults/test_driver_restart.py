@@ -65,7 +65,9 @@ def _cached(home: Path) -> int:
 @pytest.mark.parametrize("cluster", BOTH, indirect=True)
 def test_driver_killed_mid_workflow_resumed_skips_finished_jobs(cluster: Cluster, tmp_path: Path) -> None:
     """SIGKILL the driver once 3 of 6 results are recorded; the resumed run runs only the other 3."""
-    script, log, gate, home = tmp_path / "drv.py", tmp_path / "ran.log", tmp_path / "gate", tmp_path / "home"
+    log, gate, home = tmp_path / "ran.log", tmp_path / "gate", tmp_path / "home"
+    script = tmp_path / "project" / "drv.py"  # its folder is the shipped source tree: nothing else is written there
+    script.parent.mkdir()
     script.write_text(DRIVER)
     cluster.start_worker("worker", slots=4)
     env = {**cluster.env, "IWORKFLOW_HOME": str(home), "IWORKFLOW_EXECUTOR": "broker"}

@@ -217,3 +217,32 @@ def _count_finished(server) -> int:
     server.flush()
     with server.db.session() as s:
         return s.scalar(select(func.count()).select_from(JobRecord).where(JobRecord.status == "finished"))
+
+
+def test_a_reused_result_is_recorded_as_cached(runtime, sqlite_url):
+    """The dashboard can mark a job whose result was reused (cache=True or a resume) rather than run."""
+    raw = capture_events(runtime)
+
+    @iworkflow.work(cache=True)
+    def double(x):
+        return 2 * x
+
+    @iworkflow.workflow(local=True, name="twice")
+    def twice():
+        return double(4), double(4)  # the second call is the same call: memoized
+
+    assert twice() == (8, 8)
+    wait_until(lambda: sum(decode_event(b, runtime.secret).type == "job_finished" for b in raw) == 2)
+    db = Database(sqlite_url)
+    try:
+        record_all(db, raw, runtime.secret)
+        from sqlalchemy import select
+
+        from iworkflow.server.queries import job_out
+
+        with db.session() as s:
+            jobs = s.scalars(select(JobRecord).order_by(JobRecord.id)).all()
+            assert [(j.status, j.cached) for j in jobs] == [("finished", False), ("finished", True)]
+            assert job_out(jobs[1]).cached is True
+    finally:
+        db.dispose()
