@@ -6,7 +6,6 @@ target directory, and unpacked trees are cached by hash.
 """
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -21,39 +20,27 @@ import time
 from pathlib import Path, PurePosixPath
 
 from .errors import ConfigurationError, UnsafeArchiveError
+from .source_filter import DEFAULT_EXCLUDES, SourceFilter  # noqa: F401 - DEFAULT_EXCLUDES re-exported
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXCLUDES = (
-    ".git", ".hg", ".svn", "__pycache__", "*.pyc", "*.pyo", ".venv", "venv", "node_modules",
-    ".mypy_cache", ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", "*.egg-info", ".DS_Store",
-    ".iworkflow",
-)
 SUFFIX = ".tar.gz"
 
 
-def _excluded(rel: str, name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
-
-
-def _patterns(excludes) -> tuple[str, ...]:
-    return DEFAULT_EXCLUDES + tuple(excludes)
-
-
-def _members(root: Path, patterns: tuple[str, ...]) -> list[tuple[str, Path]]:
+def _members(root: Path, keep: SourceFilter) -> list[tuple[str, Path]]:
     files: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
         dirnames[:] = sorted(
             d for d in dirnames
-            if not _excluded(f"{rel_dir}/{d}".lstrip("/"), d, patterns)
-            and not os.path.islink(os.path.join(dirpath, d))
+            if not os.path.islink(os.path.join(dirpath, d))
+            and not keep.excludes(f"{rel_dir}/{d}".lstrip("/"), d, is_dir=True)
         )
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}".lstrip("/")
             path = Path(dirpath, name)
-            if _excluded(rel, name, patterns) or path.is_symlink() or not path.is_file():
+            if path.is_symlink() or not path.is_file() or keep.excludes(rel, name, is_dir=False):
                 continue
             files.append((rel, path))
     return files
@@ -80,15 +67,18 @@ def _read(path: Path) -> tuple[bytes, int] | None:
 
 
 def pack(source_dir: str | os.PathLike, excludes: list[str] | tuple[str, ...] = (),
-         max_mb: float = 200.0) -> tuple[str, bytes]:
+         max_mb: float = 200.0, include: list[str] | tuple[str, ...] = ()) -> tuple[str, bytes]:
     """Pack a tree deterministically; returns (sha256 hex, tar.gz bytes).
 
-    A file that vanishes or becomes unreadable while the tree is packed is left out with a WARNING: the
-    digest is always of what was packed."""
+    ``excludes`` are iDDS ``exclude_source_files`` patterns and ``include`` the secret-looking files to ship
+    anyway (``iworkflow.source_filter``).  A file that vanishes or becomes unreadable while the tree is
+    packed is left out with a WARNING: the digest is always of what was packed."""
     root = Path(source_dir).resolve()
     if not root.is_dir():
         raise ConfigurationError(f"source_dir {root} is not a directory; pass source_dir= an existing folder")
-    members = _members(root, _patterns(excludes))
+    keep = SourceFilter(excludes, include)
+    members = _members(root, keep)
+    keep.report(str(root))
     limit = max_mb * 1024 * 1024
     sizes = []
     for _rel, path in members:
@@ -124,12 +114,12 @@ _known_trees: dict[tuple[str, tuple[str, ...]], tuple[tuple, str]] = {}
 _known_lock = threading.Lock()
 
 
-def _signature(root: Path, patterns: tuple[str, ...]) -> tuple | None:
+def _signature(root: Path, keep: SourceFilter) -> tuple | None:
     """Every member's (name, size, mtime, ctime, inode): equal signatures mean no file was written, added,
     removed or replaced in between; None when a file changed too recently for that to hold."""
     now = time.time()
     signature = []
-    for rel, path in _members(root, patterns):
+    for rel, path in _members(root, keep):
         try:
             st = path.stat()
         except OSError:
@@ -140,16 +130,16 @@ def _signature(root: Path, patterns: tuple[str, ...]) -> tuple | None:
     return tuple(signature)
 
 
-def add_tree(store, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
+def add_tree(store, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0, include=()) -> str:
     """Pack a tree into ``store`` unless this process packed it already and no file of it changed since."""
     root = Path(source_dir).resolve()
-    key = (str(root), tuple(excludes))
-    signature = _signature(root, _patterns(excludes)) if root.is_dir() else None
+    key = (str(root), tuple(excludes), tuple(include))
+    signature = _signature(root, SourceFilter(excludes, include)) if root.is_dir() else None
     with _known_lock:
         known = _known_trees.get(key)
     if signature is not None and known is not None and known[0] == signature and store.has(known[1]):
         return known[1]
-    digest, data = pack(root, excludes, max_mb)
+    digest, data = pack(root, excludes, max_mb, include)
     if store.put_new(digest, data):
         logger.info("stored source %s (%d bytes) from %s in %s", digest[:12], len(data), source_dir, store.location)
     if signature is not None:
@@ -246,8 +236,8 @@ class SourceStore:
     def put_new(self, digest: str, data: bytes) -> bool:
         return self.put(digest, data)
 
-    def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
-        return add_tree(self, source_dir, excludes, max_mb)
+    def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0, include=()) -> str:
+        return add_tree(self, source_dir, excludes, max_mb, include)
 
     def unpacked(self, digest: str, fetch=None) -> Path:
         """Path of the unpacked tree, unpacking it once (atomically) if needed."""

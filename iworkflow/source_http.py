@@ -127,9 +127,9 @@ class HttpSourceStore:
         """Upload a tarball unless the server already holds that hash."""
         return not self.has(digest) and self.put(digest, data)
 
-    def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0) -> str:
+    def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0, include=()) -> str:
         """Pack a tree and upload it unless the server already holds that hash."""
-        return add_tree(self, source_dir, excludes, max_mb)
+        return add_tree(self, source_dir, excludes, max_mb, include)
 
     def unpacked(self, digest: str) -> Path:
         """The unpacked tree under the local iworkflow home, downloaded once per hash."""
