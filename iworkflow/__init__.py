@@ -1,14 +1,17 @@
 """iworkflow: run plain Python functions as distributed jobs, iDDS iWorkflow compatible."""
 from __future__ import annotations
 
+# ``work`` and ``workflow`` are the submodules themselves, callable as the decorators (callable_module.py):
+# ``from iworkflow import workflow`` decorates, ``import iworkflow.workflow as m`` still gives the module.
+from . import work, workflow
 from .asyncresult import AsyncResult, MapResult
 from .config import Settings, load_settings
 from .context import current_workflow
 from .errors import ConfigurationError, IWorkflowError, JobLostError, RemoteError, WorkCancelled
 from .ids import get_unique_id_for_dict
 from .runtime import configure, get_runtime, shutdown
-from .work import Work, work
-from .workflow import Workflow, workflow
+from .work import Work
+from .workflow import Workflow
 
 __version__ = "0.1.0"
 

@@ -5,14 +5,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import result_store, serialization
 from .bus.base import Delivery
 from .envelope import Envelope
 from .errors import ErrorInfo, InvalidMessage
-from .ids import get_unique_id_for_dict
+from .ids import get_unique_id_for_dict, new_id
 from .messages import Control, JobMetrics, ResultPayload, encode_payload, load_payload
+from .runtime import get_runtime
 
 if TYPE_CHECKING:
     from .work import Work
@@ -52,59 +54,132 @@ class Outcome:
 
 
 class MapResult:
-    """Results of a fan-out, looked up by the job's kwargs entry (``args``), its key, and optional name."""
+    """Results of a fan-out, looked up by the job's kwargs entry (``args``) or its ``key``.
+
+    As in iDDS, ``get_result`` returns ``None`` for a job that failed or has no result, so retry loops can
+    test for ``None``.  Nothing is hidden: ``get_result(..., with_details=True)`` gives ``(value, details)``
+    with the error and traceback, ``get_failures()`` lists the failed jobs, and ``result(...)`` returns the
+    value or raises the job's own exception (``LookupError`` for a job this MapResult does not hold).
+    """
 
     def __init__(self):
         self._entries: dict[str, dict[str, Any]] = {}
         self._by_args: dict[str, str] = {}
+        self._named: dict[str, str] = {}
         self._work_id: str | None = None
 
-    def _key(self, name: str | None, args: Any, key: str | None) -> str:
+    # --- keys ------------------------------------------------------------------------------
+    def _new_key(self, name: str | None, args: Any, key: str | None) -> str:
         if key is not None:
             return key
         if args is None:
-            raise ValueError("give args= (the job's kwargs entry) or key= to look up a result")
+            raise ValueError("give args= (the job's kwargs entry) or key= to name a result")
         arg_id = get_unique_id_for_dict(args)
         return self._by_args.get(arg_id, arg_id)
 
+    def _find(self, name: str | None, args: Any, key: str | None) -> str | None:
+        """The key of the entry a lookup names, or None.  iDDS ``name:key`` keys are understood too."""
+        if key is not None:
+            if key in self._entries:
+                return key
+            if key in self._named:
+                return self._named[key]
+            plain = key.rsplit(":", 1)[-1]
+            return plain if plain in self._entries else None
+        if args is None:
+            raise ValueError("give args= (the job's kwargs entry) or key= to look up a result")
+        arg_id = get_unique_id_for_dict(args)
+        if name is not None and f"{name}:{arg_id}" in self._named:
+            return self._named[f"{name}:{arg_id}"]
+        found = self._by_args.get(arg_id, arg_id)
+        return found if found in self._entries else None
+
+    def _describe(self, name: str | None, args: Any, key: str | None) -> str:
+        what = f"key {key!r}" if key is not None else f"args {args!r}"
+        return (f"no result for {what} in this MapResult ({len(self._entries)} jobs); "
+                "look up with the exact kwargs entry")
+
+    # --- filling ---------------------------------------------------------------------------
     def add_result(self, name=None, args=None, key=None, result=None, details=None) -> None:
-        key = self._key(name, args, key)
+        """Record a job's value (as iDDS); ``details`` default to a finished job's."""
+        key = self._new_key(name, args, key)
         if args is not None:
             self._by_args[get_unique_id_for_dict(args)] = key
+        if name is not None:
+            self._named[f"{name}:{key}"] = key
         self._entries[key] = {"name": name, "args": args, "result": result,
                               "details": details or {"status": FINISHED}}
 
-    set_result = add_result
+    def set_result(self, name=None, args=None, key=None, value=None, verbose=False, details=None) -> None:
+        """Set the value of one job (iDDS signature); ``verbose=True`` logs it."""
+        if verbose:
+            logger.info("set_result: name %s, args %s, key %s, value %r", name, args, key, value)
+        self.add_result(name=name, args=args, key=key, result=value, details=details)
 
+    def set_from_dict_results(self, results: dict[str, Any]) -> None:
+        """Load what ``get_dict_results()`` returned (iDDS)."""
+        self._entries.clear()
+        self._by_args.clear()
+        self._named.clear()
+        for key, value in (results.get("results") or {}).items():
+            self.add_result(key=key, result=value)
+        for name_key, value in (results.get("name_results") or {}).items():
+            name, _, key = name_key.rpartition(":")
+            if key not in self._entries:
+                self.add_result(name=name or None, key=key, result=value)
+            elif name:
+                self._named[name_key] = key
+
+    # --- reading ---------------------------------------------------------------------------
     def has_result(self, name=None, args=None, key=None) -> bool:
         """True when the job finished successfully (a failed job has details but no result)."""
-        entry = self._entries.get(self._key(name, args, key))
-        return entry is not None and entry["details"].get("status") == FINISHED
+        k = self._find(name, args, key)
+        return k is not None and self._entries[k]["details"].get("status") == FINISHED
 
-    def get_result(self, name=None, args=None, key=None, with_details=False):
-        """The job's value; a failed job raises its remote exception unless ``with_details=True``.
+    def get_result(self, name=None, args=None, key=None, verbose=False, with_details=False):
+        """The job's value, or ``None`` when it failed or is not here (iDDS semantics).
 
-        With ``with_details=True`` returns ``(value_or_None, details)`` and never raises for a failure.
+        ``with_details=True`` returns ``(value_or_None, details)``: ``status`` (finished, failed or missing),
+        ``error``, ``traceback``, ``metrics`` (start/end time, worker, attempts) and ``cached``.
+        ``verbose=True`` logs the lookup at INFO, as iDDS does.  To have a failure raised, use ``result()``.
         """
-        k = self._key(name, args, key)
-        entry = self._entries.get(k)
-        if entry is None:
-            raise KeyError(f"no job with {'key ' + repr(key) if key else 'args ' + repr(args)} in this "
-                           f"MapResult ({len(self._entries)} jobs); look up with the exact kwargs entry")
+        k = self._find(name, args, key)
+        entry = self._entries.get(k) if k is not None else None
+        if verbose:
+            logger.info("get_result: name %s, args %s, key %s -> job %s, status %s", name, args, key, k,
+                        entry["details"].get("status") if entry else "missing")
         if with_details:
+            if entry is None:
+                return None, {"status": "missing", "cached": False, "error": self._describe(name, args, key),
+                              "traceback": None, "metrics": None}
             return entry["result"], entry["details"]
+        return entry["result"] if entry is not None else None
+
+    def result(self, name=None, args=None, key=None):
+        """The job's value; raises the job's own exception if it failed, ``LookupError`` if it is not here."""
+        k = self._find(name, args, key)
+        if k is None:
+            raise LookupError(self._describe(name, args, key))
+        entry = self._entries[k]
         outcome: Outcome | None = entry.get("outcome")
-        if outcome is not None and not outcome.ok:
-            outcome.unwrap()
+        if outcome is not None:
+            return outcome.unwrap()
+        details = entry["details"]
+        if details.get("status") == FAILED:
+            from .errors import RemoteError
+
+            raise RemoteError("job failure", str(details.get("error")), details.get("traceback") or "")
         return entry["result"]
 
-    def get_all_results(self) -> list[Any]:
-        """Values of the successful jobs, in submission order."""
-        return [e["result"] for e in self._entries.values() if e["details"].get("status") == FINISHED]
-
-    def get_dict_results(self) -> dict[str, Any]:
-        """``{job key: value}`` for the successful jobs."""
+    def get_all_results(self) -> dict[str, Any]:
+        """``{job key: value}`` of the successful jobs, in submission order (iDDS returns this dict)."""
         return {k: e["result"] for k, e in self._entries.items() if e["details"].get("status") == FINISHED}
+
+    def get_dict_results(self) -> dict[str, dict[str, Any]]:
+        """iDDS's shape: ``{'results': {key: value}, 'name_results': {'name:key': value}}``, successful jobs."""
+        results = self.get_all_results()
+        named = {name_key: results[k] for name_key, k in self._named.items() if k in results}
+        return {"results": results, "name_results": named}
 
     def get_failures(self) -> dict[str, dict[str, Any]]:
         """``{job key: details}`` of the failed jobs (status, error, traceback, metrics)."""
@@ -120,34 +195,64 @@ class MapResult:
     def __contains__(self, args: Any) -> bool:
         return self.has_result(args=args)
 
+    def __str__(self) -> str:
+        return str(self.get_all_results())
+
     def __repr__(self) -> str:
         failed = len(self.get_failures())
         return f"<MapResult {len(self._entries)} jobs, {failed} failed>"
 
 
 class AsyncResult:
-    """Collects one work's results from its results queue: ordered by job, deduplicated by job key."""
+    """Collects one work's results from its results queue: ordered by job, deduplicated by job key.
+
+    Built on a Work it gathers that work's jobs.  Built on any other context (a Workflow, as iDDS's own
+    tests and ``pre_run()`` do) it is a plain results channel with a fresh ``internal_id``: ``publish()``
+    on an AsyncResult with the same ``internal_id`` delivers to it, ``wait_num`` results complete it."""
 
     def __init__(self, work_context: "Work", name=None, wait_num=1, wait_keys=(), multi_jobs_kwargs_list=(),
-                 map_results=False, wait_percent=1, internal_id=None, timeout=None):
+                 current_job_kwargs=None, map_results=False, wait_percent=1, internal_id=None, timeout=None):
         self._work = work_context
+        is_work = hasattr(work_context, "job_keys")
         self.name = name or getattr(work_context, "name", None)
-        self.internal_id = internal_id or work_context.internal_id
+        self.internal_id = internal_id or (work_context.internal_id if is_work else new_id())
         self.map_results = map_results
         self.timeout = timeout
         self.wait_percent = wait_percent
-        self._keys: list[str] = list(wait_keys) or list(getattr(work_context, "job_keys", []))
-        self._keyset = frozenset(self._keys)
+        self.current_job_kwargs = current_job_kwargs
+        entries = list(multi_jobs_kwargs_list or ())
         self._args: dict[str, Any] = dict(getattr(work_context, "job_args", {}))
-        self.wait_num = max(len(self._keys), wait_num if not self._keys else 0)
-        self._multi = bool(multi_jobs_kwargs_list) or bool(getattr(work_context, "is_multi", False))
+        if not self._args and entries:
+            self._args = {get_unique_id_for_dict(e): e for e in entries}
+        self._keys: list[str] = (list(wait_keys) or list(getattr(work_context, "job_keys", []))
+                                 or list(self._args))
+        self._keyset = frozenset(self._keys)
+        self.wait_num = max(len(self._keys), (wait_num or 1) if not self._keys else 0)
+        self._multi = bool(entries) or bool(getattr(work_context, "is_multi", False))
         self._outcomes: dict[str, Outcome] = {}
         self._extra = 0
         #: results that arrived for a job already ended (redeliveries, retries): counted, never shown twice
         self.duplicates = 0
+        #: set once a wait ended with every result needed (iDDS's attribute)
+        self.waiting_result_terminated = False
         self._cond = threading.Condition()
         self._subscribed = False
-        self._runtime = work_context.runtime
+        runtime = getattr(work_context, "runtime", None)
+        self._runtime = runtime if runtime is not None else get_runtime()
+
+    @property
+    def wait_keys(self) -> set[str]:
+        """The job keys this result waits for (iDDS)."""
+        return set(self._keys)
+
+    @property
+    def is_stop(self) -> bool:
+        """True once not (or no longer) subscribed (iDDS)."""
+        return not self._subscribed
+
+    def _workflow_id(self) -> str | None:
+        wf_id = getattr(self._work, "workflow_id", None)
+        return wf_id if wf_id is not None else getattr(self._work, "internal_id", None)
 
     # --- receiving -------------------------------------------------------------------------
     @property
@@ -155,7 +260,8 @@ class AsyncResult:
         """The queue this work's results arrive on: the driver's results inbox."""
         return self._runtime.inbox.destination
 
-    def subscribe(self) -> None:
+    def subscribe(self, force: bool = False) -> None:
+        """Start receiving (``force`` is iDDS's and changes nothing here)."""
         if not self._subscribed:
             self._runtime.inbox.register(self.internal_id, self._on_message)
             self._subscribed = True
@@ -169,7 +275,9 @@ class AsyncResult:
         """A verified message for this work: a job's result, or a retry instruction from the server."""
         try:
             if env.kind == "control":
-                self._work._on_control(Control.from_envelope(env))
+                on_control = getattr(self._work, "_on_control", None)
+                if on_control is not None:
+                    on_control(Control.from_envelope(env))
                 delivery.ack()
                 return
             payload = load_payload(env, "result")
@@ -207,20 +315,31 @@ class AsyncResult:
                 return
             self._outcomes[key] = outcome
             self._cond.notify_all()
-        self._work._on_outcome(outcome, raw)
+        on_outcome = getattr(self._work, "_on_outcome", None)
+        if on_outcome is not None:
+            on_outcome(outcome, raw)
 
-    def publish(self, ret, name=None, key=None, ret_status=True, ret_error=None) -> None:
-        """Publish a result for one of this work's jobs (what a job reports, as in iDDS)."""
+    def publish(self, ret, name=None, key=None, force=False, ret_status=True, ret_error=None) -> None:
+        """Publish a result for one of this work's jobs (what a job reports, as in iDDS).
+
+        Without ``key``: the key of ``current_job_kwargs`` if given, the only job's key, or (for a plain
+        results channel) a fresh key.  ``force`` is iDDS's (publish without a request id) and not needed here.
+        """
         if key is None:
-            if len(self._keys) != 1:
+            if self.current_job_kwargs is not None:
+                key = get_unique_id_for_dict(self.current_job_kwargs)
+            elif len(self._keys) == 1:
+                key = self._keys[0]
+            elif not self._keys:
+                key = new_id()
+            else:
                 raise ValueError("publish() needs key= when the work has more than one job")
-            key = self._keys[0]
         error = None
         if not ret_status:
             error = ErrorInfo("iworkflow.errors.RemoteError", str(ret_error or "job reported failure"))
         payload = ResultPayload(ok=bool(ret_status), value=serialization.dumps(ret) if ret_status else None,
                                 error=error, metrics=JobMetrics(time.time(), time.time()))
-        data = encode_payload("result", payload, self._runtime.secret, workflow_id=self._work.workflow_id,
+        data = encode_payload("result", payload, self._runtime.secret, workflow_id=self._workflow_id(),
                               work_id=self.internal_id, job_key=key)
         self._runtime.bus.publish(self.destination, data)
 
@@ -247,6 +366,7 @@ class AsyncResult:
                 if error is not None:
                     raise error
                 self._cond.wait(min(remaining, 1.0) if remaining is not None else 1.0)
+        self.waiting_result_terminated = True
         return True
 
     def wait_results(self, timeout: float | None = None, force_return_results: bool = False):
@@ -263,32 +383,35 @@ class AsyncResult:
 
     wait_result = wait_results
 
-    def get_results(self):
-        """A MapResult (map_results=True), the ordered list (fan-out), or the single value."""
+    def get_results(self, nologs: bool = True):
+        """A MapResult (map_results=True), the ordered list (fan-out), or the single value.
+
+        ``nologs`` is iDDS's switch for its debug logs; results are never logged here."""
         with self._cond:
             outcomes = dict(self._outcomes)
+        keys = self._keys or list(outcomes)
         if self.map_results:
             mr = MapResult()
             mr._work_id = self.internal_id
-            for key in self._keys:
+            for key in keys:
                 o = outcomes.get(key)
                 if o is not None:
                     mr.add_result(name=self.name, args=self._args.get(key), key=key,
                                   result=o.value if o.ok else None, details=o.details())
                     mr._entries[key]["outcome"] = o
             return mr
-        if self._multi:
-            failed = [o for k in self._keys if (o := outcomes.get(k)) is not None and not o.ok]
+        if self._multi or (not self._keys and self.wait_num > 1):
+            failed = [o for k in keys if (o := outcomes.get(k)) is not None and not o.ok]
             if failed:
                 exc = failed[0].error.to_exception()
                 if hasattr(exc, "add_note"):
-                    exc.add_note(f"job {failed[0].key} failed ({len(failed)} of {len(self._keys)} jobs failed); "
+                    exc.add_note(f"job {failed[0].key} failed ({len(failed)} of {len(keys)} jobs failed); "
                                  "use map_results=True to keep the other results")
                 raise exc
-            return [outcomes[k].value if k in outcomes else None for k in self._keys]
-        if not self._keys or self._keys[0] not in outcomes:
+            return [outcomes[k].value if k in outcomes else None for k in keys]
+        if not keys or keys[0] not in outcomes:
             return None
-        return outcomes[self._keys[0]].unwrap()
+        return outcomes[keys[0]].unwrap()
 
     # --- status ----------------------------------------------------------------------------
     @property
@@ -305,8 +428,8 @@ class AsyncResult:
 
     @property
     def is_all_results_available(self) -> bool:
-        """Every job has a terminal result (outcomes only ever hold this work's own keys)."""
-        return bool(self._keys) and len(self._outcomes) >= len(self._keys)
+        """Every result needed is in (``wait_percent`` of ``wait_num``); outcomes hold only this work's keys."""
+        return self._done()
 
     def _failed_count(self) -> int:
         return sum(1 for o in self.outcomes.values() if not o.ok)
@@ -322,11 +445,26 @@ class AsyncResult:
     @property
     def is_subfinished(self) -> bool:
         n = self._failed_count()
-        return self.is_all_results_available and 0 < n < len(self._keys)
+        return self.is_all_results_available and 0 < n < len(self._outcomes)
 
     @property
     def is_failed(self) -> bool:
-        return self.is_all_results_available and self._failed_count() == len(self._keys)
+        n = self._failed_count()
+        return self.is_all_results_available and n > 0 and n == len(self._outcomes)
 
     def is_ok(self) -> bool:
-        return self.is_finished
+        """Whether results reach this driver: publish a probe value and read it back (iDDS's health check).
+
+        The probe travels on its own channel (a fresh ``internal_id``), never among this work's results."""
+        channel = SimpleNamespace(runtime=self._runtime, name=f"{self.name or self.internal_id} probe")
+        probe = AsyncResult(channel, wait_num=1, timeout=self.timeout or 30)
+        try:
+            probe.subscribe()
+            token = new_id()
+            probe.publish(token)
+            return probe.wait_results(force_return_results=True) == token
+        except Exception as err:  # noqa: BLE001 - a health check reports, it does not raise
+            logger.error("the results path of %s does not work: %s", self.name or self.internal_id, err)
+            return False
+        finally:
+            probe.stop()

@@ -5,6 +5,7 @@ re-run the top level of) the driver's modules just to find a function.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import sysconfig
@@ -28,6 +29,15 @@ def dumps(obj: Any) -> bytes:
 
 def loads(data: bytes) -> Any:
     return cloudpickle.loads(data)
+
+
+def jsonable(value: Any) -> Any:
+    """The value itself when JSON can hold it, else its (shortened) repr: for events and stored records."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)[:200]
 
 
 def is_user_module(module: types.ModuleType) -> bool:

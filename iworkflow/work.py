@@ -15,9 +15,11 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from . import serialization
 from .asyncresult import FAILED, FINISHED, SUBFINISHED, AsyncResult, Outcome
+from .callable_module import make_callable
 from .context import current_workflow
 from .errors import ConfigurationError, WorkCancelled
 from .identity import call_identity, work_identity
+from .idds_compat import WorkCompat, status_name
 from .ids import get_unique_id_for_dict, new_id
 from .messages import (RETRY, Control, Event, Job, JobPayload, SourceRef, decode_payload, encode_payload,
                        results_destination)
@@ -53,16 +55,24 @@ def _check_callable(func: Any, what: str) -> None:
         raise ConfigurationError(f"@{what} needs a function, got {type(func).__name__} {func!r}")
 
 
-class Work:
-    """A function call turned into jobs: build it, ``submit()`` it, then wait for its results."""
+class Work(WorkCompat):
+    """A function call turned into jobs: build it, ``submit()`` it, then wait for its results.
+
+    A work without its own ``init_env``, ``container_options`` or ``total_memory`` uses its workflow's, as
+    iDDS's ``WorkContext`` does.  iDDS's PanDA/Rucio arguments (datasets, workload ids...) are kept in
+    ``other_attributes`` and readable, but not acted on (``idds_compat.WorkCompat``)."""
 
     def __init__(self, func: Callable | None = None, workflow_context=None, context=None, pre_kwargs=None,
                  args=None, kwargs=None, multi_jobs_kwargs_list=None, current_job_kwargs=None,
                  map_results: bool = False, source_dir=None, init_env: str | None = None,
                  is_unique_func_name: bool = False, name: str | None = None, container_options=None,
                  job_key=None, workflow=None, max_walltime: float | None = None, core_count: int = 1,
-                 total_memory: int = 4000, executor: str | None = None, queue: str | None = None,
-                 post_script=None, cache: bool | None = None):
+                 total_memory: int | None = None, executor: str | None = None, queue: str | None = None,
+                 post_script=None, cache: bool | None = None, parent_workload_id=None, no_wait_parent=False,
+                 input_datasets=None, output_file_name=None, output_dataset_name=None, num_events=None,
+                 num_events_per_job=None, parent_transform_id=None, parent_internal_id=None,
+                 log_dataset_name=None, inputs=None, input_map=None, inputs_group=None,
+                 enable_separate_log=False, json_load=False):
         _check_callable(func, "work")
         self._func = func
         self._workflow = workflow or workflow_context or context
@@ -70,12 +80,12 @@ class Work:
         self.args = tuple(args or ())
         self.kwargs = dict(kwargs or {})
         self.map_results = map_results
-        self.init_env = init_env
-        self.container_options = container_options
+        self._init_env = init_env
+        self._container_options = container_options
         self.name = name or getattr(func, "__name__", "work")
         self.max_walltime = max_walltime
         self.core_count = core_count
-        self.total_memory = total_memory
+        self._total_memory = total_memory
         self._executor = executor
         self._queue = queue
         self.post_script = post_script
@@ -92,6 +102,13 @@ class Work:
         self._digest: str | None = None
         self._lock = threading.Lock()
         self._runtime = None
+        self._keep_idds_settings(
+            parent_internal_id=parent_internal_id, job_key=job_key, inputs=inputs, input_map=input_map,
+            inputs_group=inputs_group, parent_workload_id=parent_workload_id, no_wait_parent=no_wait_parent,
+            input_datasets=input_datasets, output_file_name=output_file_name,
+            output_dataset_name=output_dataset_name, log_dataset_name=log_dataset_name, num_events=num_events,
+            num_events_per_job=num_events_per_job, parent_transform_id=parent_transform_id,
+            enable_separate_log=enable_separate_log)
         if multi_jobs_kwargs_list is not None and not isinstance(multi_jobs_kwargs_list, (list, tuple)):
             raise ConfigurationError(
                 f"multi_jobs_kwargs_list must be a list of kwargs dicts (or of positional-argument lists), "
@@ -139,6 +156,8 @@ class Work:
                     f"multi_jobs_kwargs_list[{i}] is {type(entry).__name__}; each entry must be a dict of "
                     "keyword arguments or a list/tuple of positional arguments"
                 )
+            if self.inputs_group or (self.inputs and self.input_map):
+                kwargs = {**kwargs, **self._input_kwargs()}
             shape = (len(args), frozenset(kwargs))
             if signature is not None and shape not in bound:
                 try:
@@ -179,9 +198,53 @@ class Work:
     def queue(self) -> str:
         return self._queue or getattr(self._workflow, "queue", None) or self.runtime.settings.queue
 
+    @queue.setter
+    def queue(self, value: str | None) -> None:
+        self._queue = value
+
+    @property
+    def init_env(self) -> str | None:
+        """This work's ``init_env``, else its workflow's (iDDS ``WorkContext.setup()``)."""
+        return self._init_env or getattr(self._workflow, "init_env", None)
+
+    @init_env.setter
+    def init_env(self, value: str | None) -> None:
+        self._init_env = value
+
+    @property
+    def container_options(self) -> dict | None:
+        """This work's ``container_options``, else its workflow's (iDDS ``WorkContext``)."""
+        return self._container_options or getattr(self._workflow, "container_options", None)
+
+    @container_options.setter
+    def container_options(self, value: dict | None) -> None:
+        self._container_options = value
+
+    @property
+    def total_memory(self) -> int:
+        """MB this work's jobs need: its own, else its workflow's, else 4000."""
+        return self._total_memory or getattr(self._workflow, "total_memory", None) or 4000
+
+    @total_memory.setter
+    def total_memory(self, value: int | None) -> None:
+        self._total_memory = value
+
+    @property
+    def distributed(self) -> bool:
+        return getattr(self._workflow, "distributed", True) is not False
+
     @property
     def executor_name(self) -> str:
-        return self._executor or getattr(self._workflow, "executor", None) or self.runtime.settings.executor
+        if self._executor or getattr(self._workflow, "executor", None):
+            return self._executor or self._workflow.executor
+        # iDDS runs the works of a workflow with distributed=False in the driver process
+        return self.runtime.settings.executor if self.distributed else "thread"
+
+    def run(self):
+        """Submit (if not yet) and wait: the results, as a ``@work`` call returns them."""
+        if self.status == NEW:
+            self.submit()
+        return self.wait_results(timeout=self.runtime.settings.result_timeout or None)
 
     # --- submission ------------------------------------------------------------------------
     def _serialize_args(self, args: tuple, kwargs: dict) -> bytes:
@@ -332,6 +395,9 @@ class Work:
         if self._workflow is not None and hasattr(self._workflow, "parents_of"):
             self.parents = self._workflow.parents_of([self.args, self.kwargs, self.pre_kwargs,
                                                       self.multi_jobs_kwargs_list])
+        parent = str(self.parent_internal_id or "")
+        if parent and parent not in self.parents and len(parent) <= 64:  # iDDS's explicit DAG edge
+            self.parents.append(parent)
         self.status = RUNNING
         if cached:
             for key, raw in cached.items():
@@ -355,7 +421,7 @@ class Work:
         if self.runtime.emit_events:  # after the dispatch, so the jobs are not queued behind it
             self.runtime.emit(Event("work_submitted", self.workflow_id, self.internal_id, data={
                 "name": self.name, "executor": self.executor_name, "queue": self.queue,
-                "jobs": [{"key": k, "args": _jsonable(a)} for k, a, _, _ in self._jobs_spec],
+                "jobs": [{"key": k, "args": serialization.jsonable(a)} for k, a, _, _ in self._jobs_spec],
                 "parents": self.parents,
                 "max_walltime": walltime,
                 "reply_to": result.destination,
@@ -429,11 +495,14 @@ class Work:
 
     # --- status and results ----------------------------------------------------------------
     def get_status(self) -> str:
-        if self.status in (NEW, CANCELLED) or self._async is None:
+        """new, running, finished, subfinished, failed or cancelled (once every job of a cancelled work ended)."""
+        if self.status == NEW or self._async is None:
             return self.status
         r = self._async
         if not r.is_all_results_available:
             return RUNNING
+        if self.status == CANCELLED:
+            return CANCELLED
         if r.is_finished:
             return FINISHED
         return FAILED if r.is_failed else SUBFINISHED
@@ -445,17 +514,42 @@ class Work:
             self.status = CANCELLED
         return n
 
-    def is_terminated(self) -> bool:
-        return self._async is not None and self._async.is_terminated
+    @staticmethod
+    def get_finished_status() -> list[str]:
+        return [FINISHED]
 
-    def is_finished(self) -> bool:
-        return self.get_status() == FINISHED
+    @staticmethod
+    def get_subfinished_status() -> list[str]:
+        return [SUBFINISHED]
 
-    def is_subfinished(self) -> bool:
-        return self.get_status() == SUBFINISHED
+    @staticmethod
+    def get_failed_status() -> list[str]:
+        return [FAILED, CANCELLED]
 
-    def is_failed(self) -> bool:
-        return self.get_status() == FAILED
+    @staticmethod
+    def get_terminated_status() -> list[str]:
+        return [FINISHED, SUBFINISHED, FAILED, CANCELLED]
+
+    def _status_in(self, status, names: list[str]) -> bool:
+        """iDDS style: test the status given (a string or an iDDS status), else the current one."""
+        return status_name(self.get_status() if status is None else status) in names
+
+    def is_terminated(self, status=None) -> bool:
+        return self._status_in(status, self.get_terminated_status())
+
+    def is_finished(self, status=None) -> bool:
+        return self._status_in(status, self.get_finished_status())
+
+    def is_subfinished(self, status=None) -> bool:
+        return self._status_in(status, self.get_subfinished_status())
+
+    def is_failed(self, status=None) -> bool:
+        return self._status_in(status, self.get_failed_status())
+
+    def stop_async_result(self) -> None:
+        """Stop receiving results (iDDS); what arrived stays readable."""
+        if self._async is not None:
+            self._async.stop()
 
     def wait_results(self, timeout: float | None = None):
         """Block for the results (list, MapResult or value); raises TimeoutError if they are late."""
@@ -468,42 +562,41 @@ class Work:
                 self._async.stop()
 
     def get_results(self):
+        """The results so far, shaped as ``wait_results`` returns them (None before ``submit()``)."""
         return self._async.get_results() if self._async is not None else None
 
     def __repr__(self) -> str:
         return f"<Work {self.name} {self.internal_id[:8]} jobs={len(self.job_keys)} status={self.get_status()}>"
 
 
-def _jsonable(value: Any) -> Any:
-    import json
-
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)[:200]
-
-
 def work(func=None, *, workflow=None, pre_kwargs=None, name=None, return_work=False, map_results=False,
          lazy=False, init_env=None, no_wraps=False, container_options=None, job_key=None, post_script=None,
-         max_walltime=None, core_count=1, total_memory=4000, executor=None, queue=None, cache=None):
-    """Make a function run as jobs: one per ``multi_jobs_kwargs_list`` (alias ``group_kwargs``) entry."""
-    if func is None:
-        return functools.partial(
-            work, workflow=workflow, pre_kwargs=pre_kwargs, name=name, return_work=return_work,
-            map_results=map_results, lazy=lazy, init_env=init_env, no_wraps=no_wraps,
-            container_options=container_options, job_key=job_key, post_script=post_script,
-            max_walltime=max_walltime, core_count=core_count, total_memory=total_memory, executor=executor,
-            queue=queue, cache=cache)
-    _check_callable(func, "work")
-    if _ignored("WORK"):
-        return func
+         max_walltime=None, core_count=1, total_memory=None, executor=None, queue=None, cache=None,
+         parent_workload_id=None, no_wait_parent=False, input_datasets=None, output_file_name=None,
+         enable_separate_log=False, output_dataset_name=None, log_dataset_name=None, num_events=None,
+         num_events_per_job=None, parent_transform_id=None, parent_internal_id=None):
+    """Make a function run as jobs: one per ``multi_jobs_kwargs_list`` (alias ``group_kwargs``) entry.
+
+    The signature is iDDS's (PanDA/Rucio arguments kept on the Work, not acted on) plus iworkflow's
+    ``max_walltime``, ``core_count``, ``total_memory``, ``executor``, ``queue`` and ``cache``.
+    ``lazy`` is accepted as iDDS accepts it (unused there too); ``no_wraps=True`` skips ``functools.wraps``."""
     options = dict(pre_kwargs=pre_kwargs, name=name, map_results=map_results, init_env=init_env,
                    container_options=container_options, job_key=job_key, post_script=post_script,
                    max_walltime=max_walltime, core_count=core_count, total_memory=total_memory,
-                   executor=executor, queue=queue, cache=cache)
+                   executor=executor, queue=queue, cache=cache, parent_workload_id=parent_workload_id,
+                   no_wait_parent=no_wait_parent, input_datasets=input_datasets, output_file_name=output_file_name,
+                   enable_separate_log=enable_separate_log, output_dataset_name=output_dataset_name,
+                   log_dataset_name=log_dataset_name, num_events=num_events, num_events_per_job=num_events_per_job,
+                   parent_transform_id=parent_transform_id, parent_internal_id=parent_internal_id)
+    if func is None:
+        return functools.partial(work, workflow=workflow, return_work=return_work, lazy=lazy, no_wraps=no_wraps,
+                                 **options)
+    _check_callable(func, "work")
+    if _ignored("WORK"):
+        return func
+    if lazy:
+        logger.debug("work %s: lazy=True is accepted as iDDS accepts it; it changes nothing", name or func)
 
-    @functools.wraps(func)
     def wrapper(*args, **kwargs):
         multi = kwargs.pop("multi_jobs_kwargs_list", _UNSET)
         group = kwargs.pop("group_kwargs", _UNSET)
@@ -515,11 +608,22 @@ def work(func=None, *, workflow=None, pre_kwargs=None, name=None, return_work=Fa
                  workflow=wf, **options)
         if return_work:
             return w
-        if wf is not None:
+        if wf is not None and hasattr(wf, "add_work"):
             wf.add_work(w)
         w.submit()
         timeout = w.runtime.settings.result_timeout or None
         return w.wait_results(timeout=timeout)
 
+    if not no_wraps:
+        wrapper = functools.wraps(func)(wrapper)
+    wrapper.__wrapped__ = func  # type: ignore[attr-defined] - even with no_wraps: workers unwrap by it
     wrapper.__iworkflow_work__ = options  # type: ignore[attr-defined]
     return wrapper
+
+
+def run_work_distributed(w: Work):
+    """iDDS's helper: submit a work and wait for its results (a failure raises instead of returning None)."""
+    return w.run()
+
+
+make_callable(__name__, work)

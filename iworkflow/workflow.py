@@ -10,7 +10,9 @@ import threading
 from typing import Any, Callable
 
 from . import context
+from .callable_module import make_callable
 from .errors import ConfigurationError
+from .idds_compat import WorkflowCanvas, WorkflowCompat, note_unused  # noqa: F401 - WorkflowCanvas: iDDS's name
 from .ids import new_id
 from .messages import Event, SourceRef
 from .runtime import get_runtime
@@ -31,8 +33,11 @@ def _default_source_dir(func: Callable | None) -> str | None:
     return os.path.dirname(os.path.abspath(path))
 
 
-class Workflow:
-    """A run of a driver function: its id, its source tree and the works it submits."""
+class Workflow(WorkflowCompat):
+    """A run of a driver function: its id, its source tree and the works it submits.
+
+    The signature is iDDS's plus iworkflow's ``queue``, ``site``, ``cloud``, ``core_count``, ``total_memory``,
+    ``max_attempt``, ``executor`` and ``include_source_files`` (secret-looking files to ship on purpose)."""
 
     def __init__(self, func: Callable | None = None, service=None, source_dir=None, local: bool = False,
                  distributed: bool = True, pre_kwargs=None, args=None, kwargs=None, multi_jobs_kwargs_list=None,
@@ -41,7 +46,7 @@ class Workflow:
                  total_memory: int = 4000, container_options=None, exclude_source_files=None, clean_env=None,
                  queue: str | None = None, site: str | None = None, cloud: str | None = None,
                  max_attempt: int = 5, executor: str | None = None, source_dir_parent_level=None,
-                 post_script=None):
+                 post_script=None, context=None, enable_separate_log: bool = False, include_source_files=None):
         if func is not None:
             _check_callable(func, "workflow")
         self._func = func
@@ -51,19 +56,27 @@ class Workflow:
         self.pre_kwargs = dict(pre_kwargs or {})
         self.args = tuple(args or ())
         self.kwargs = dict(kwargs or {})
+        self.multi_jobs_kwargs_list = list(multi_jobs_kwargs_list or [])
+        self.current_job_kwargs = current_job_kwargs
         self.init_env = init_env
         self.container_options = container_options
-        self.exclude_source_files = list(exclude_source_files or [])
+        self.exclude_source_files = _as_list(exclude_source_files)
+        self.include_source_files = _as_list(include_source_files)
         self.clean_env = clean_env
         self.post_script = post_script
+        for option, value in (("clean_env", clean_env), ("post_script", post_script)):
+            if value:
+                logger.warning("workflow option %s=%r is accepted but not applied by iworkflow", option, value)
         self._source_dir = source_dir or _default_source_dir(func)
         if source_dir_parent_level and self._source_dir:
             for _ in range(int(source_dir_parent_level)):
                 self._source_dir = os.path.dirname(self._source_dir)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S")
-        self._name = name or f"{getattr(func, '__name__', 'workflow')}_{stamp}"
+        base = getattr(func, "__name__", "workflow")
+        self._name = name or (base if is_unique_func_name else f"{base}_{stamp}")
         self._explicit_name = bool(name)
         self.internal_id = new_id()
+        self._request_id: Any = None
         self.parent_id: str | None = None
         self.queue = queue
         self.site = site
@@ -73,10 +86,16 @@ class Workflow:
         self.max_walltime = max_walltime
         self.max_attempt = max_attempt
         self.executor = executor
+        self.prepared = False
+        self.enable_separate_log = enable_separate_log
+        note_unused(f"workflow {self._name}", {"service": service, "context": context, "site": site,
+                                                  "cloud": cloud, "enable_separate_log": enable_separate_log})
         self.works: list[Work] = []
         self._source: SourceRef | None = None
         self._source_lock = threading.Lock()
         self._token = None
+        self._registered = False
+        self._ended = False
         self._detached_work: Work | None = None
         self._produced: dict[int, tuple[Any, str]] = {}
 
@@ -88,10 +107,6 @@ class Workflow:
     @name.setter
     def name(self, value: str) -> None:
         self._name = value
-
-    @property
-    def request_id(self) -> str:
-        return self.internal_id
 
     @property
     def source_dir(self) -> str | None:
@@ -118,12 +133,15 @@ class Workflow:
                 if self._source is None:
                     settings = get_runtime().settings
                     store = _source_store(settings)
-                    digest = store.add_tree(self._source_dir, self.exclude_source_files, settings.max_source_mb)
+                    digest = store.add_tree(self._source_dir, self.exclude_source_files, settings.max_source_mb,
+                                            self.include_source_files)
                     self._source = SourceRef(digest=digest, store=store.location)
         return self._source
 
     def prepare(self) -> "Workflow":
+        """Put the source tree in the source cache now (else the first work does it)."""
         self.source_ref()
+        self.prepared = True
         return self
 
     # --- running ---------------------------------------------------------------------------
@@ -159,24 +177,33 @@ class Workflow:
                 stack.extend(value)
         return found
 
+    def _register(self) -> None:
+        if not self._registered:
+            self._registered = True
+            get_runtime().emit(Event("workflow_started", self.internal_id, data={
+                "name": self.name, "parent_id": self.parent_id, "local": self.local}))
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self._registered and not self._ended:
+            self._ended = True
+            data: dict[str, Any] = {"status": "finished" if exc is None else "failed"}
+            if exc is not None:
+                data["error"] = f"{type(exc).__name__}: {exc}"
+            get_runtime().emit(Event("workflow_finished", self.internal_id, data=data))
+
     def __enter__(self) -> "Workflow":
         parent = context.current_workflow()
         if parent is not None and parent is not self:
             self.parent_id = parent.internal_id
         self._token = context.push(self)
-        get_runtime().emit(Event("workflow_started", self.internal_id, data={
-            "name": self.name, "parent_id": self.parent_id, "local": self.local}))
+        self._register()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._token is not None:
             context.pop(self, self._token)
             self._token = None
-        status = "finished" if exc is None else "failed"
-        data: dict[str, Any] = {"status": status}
-        if exc is not None:
-            data["error"] = f"{type(exc).__name__}: {exc}"
-        get_runtime().emit(Event("workflow_finished", self.internal_id, data=data))
+        self._end(exc)
 
     def run(self) -> Any:
         """Run the driver function here, with this workflow current; returns the function's value."""
@@ -186,7 +213,13 @@ class Workflow:
             return self._func(*self.args, **{**self.pre_kwargs, **self.kwargs})
 
     def submit(self) -> str:
-        """Run the driver itself as a job (detached); returns the workflow (request) id at once."""
+        """Register the workflow and return its id at once.
+
+        As in iDDS, a ``local=True`` workflow is only registered: its driver then runs here (``run()`` or
+        ``with wf:``), and works join it with ``workflow=wf``.  Otherwise the driver itself runs as a job."""
+        if self.local:
+            self._register()
+            return self.request_id
         if self._func is None:
             raise ConfigurationError("this Workflow has no function to submit; pass func=")
         if self._detached_work is not None:
@@ -207,9 +240,11 @@ class Workflow:
     result = wait
 
     def close(self) -> None:
+        """Stop receiving results for this workflow's works; a registered workflow is recorded as ended."""
         for w in self.works:
             if w._async is not None:
                 w._async.stop()
+        self._end(None)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -217,6 +252,7 @@ class Workflow:
         state["_source_lock"] = None
         state["_token"] = None
         state["_detached_work"] = None
+        state["_registered"] = state["_ended"] = False
         state["_produced"] = {}
         return state
 
@@ -255,22 +291,27 @@ def workflow(func=None, *, local=False, service=None, source_dir=None, primary=F
              cloud=None, max_walltime=24 * 3600, distributed=True, init_env=None, pre_kwargs=None,
              return_workflow=False, no_wraps=False, source_dir_parent_level=None, exclude_source_files=None,
              enable_separate_log=False, clean_env=None, core_count=1, total_memory=4000, container_options=None,
-             max_attempt=5, name=None, post_script=None, executor=None):
+             max_attempt=5, name=None, post_script=None, executor=None, include_source_files=None):
     """Mark a driver function.  ``local=True`` runs it here and returns its value; ``local=False``
-    submits it as a job and returns the Workflow at once; ``return_workflow=True`` returns it unrun."""
+    submits it as a job and returns the Workflow at once; ``return_workflow=True`` returns it unrun.
+
+    ``primary`` is accepted as iDDS accepts it (unused there too); ``no_wraps=True`` skips ``functools.wraps``."""
     options = dict(local=local, service=service, source_dir=source_dir, queue=queue, site=site, cloud=cloud,
                    max_walltime=max_walltime, distributed=distributed, init_env=init_env, pre_kwargs=pre_kwargs,
                    source_dir_parent_level=source_dir_parent_level, exclude_source_files=exclude_source_files,
                    clean_env=clean_env, core_count=core_count, total_memory=total_memory,
                    container_options=container_options, max_attempt=max_attempt, name=name,
-                   post_script=post_script, executor=executor)
+                   post_script=post_script, executor=executor, enable_separate_log=enable_separate_log,
+                   include_source_files=include_source_files)
     if func is None:
-        return functools.partial(workflow, return_workflow=return_workflow, **options)
+        return functools.partial(workflow, return_workflow=return_workflow, primary=primary, no_wraps=no_wraps,
+                                 **options)
     _check_callable(func, "workflow")
     if _ignored("WORKFLOW"):
         return func
+    if primary:
+        logger.debug("workflow %s: primary=True is accepted as iDDS accepts it; it changes nothing", name or func)
 
-    @functools.wraps(func)
     def wrapper(*args, **kwargs):
         wf = Workflow(func, args=args, kwargs=kwargs, **options)
         if return_workflow:
@@ -280,5 +321,18 @@ def workflow(func=None, *, local=False, service=None, source_dir=None, primary=F
         wf.submit()
         return wf
 
+    if not no_wraps:
+        wrapper = functools.wraps(func)(wrapper)
+    wrapper.__wrapped__ = func  # type: ignore[attr-defined] - even with no_wraps: workers unwrap by it
     wrapper.__iworkflow_workflow__ = options  # type: ignore[attr-defined]
     return wrapper
+
+
+def _as_list(value) -> list:
+    """iDDS accepts one pattern or a list of them."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+make_callable(__name__, workflow)

@@ -1,4 +1,4 @@
-"""The nine defects of the original iDDS iWorkflow (API.md), each fixed and proven here."""
+"""The nine defects of the original iDDS iWorkflow (docs/idds.md), each fixed and proven here."""
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +67,7 @@ def test_defect3_results_come_back_in_list_order_and_duplicates_count_once(threa
 def test_defect4_local_workflow_returns_the_functions_value_not_a_status(embedded):
     @workflow(local=True)
     def driver(n):
-        return {"sum": sum(square(group_kwargs=[{"x": i} for i in range(n)]).get_all_results())}
+        return {"sum": sum(square(group_kwargs=[{"x": i} for i in range(n)]).get_all_results().values())}
 
     assert driver(4) == {"sum": 0 + 1 + 4 + 9}
 

@@ -26,11 +26,12 @@ def pid_after(seconds):
 
 def test_a_job_that_kills_its_process_fails_with_the_exit_code_and_the_others_finish(embedded):
     res = maybe_die(group_kwargs=[{"x": i} for i in range(8)])
-    assert res.get_all_results() == [0, 1, 2, 4, 5, 6, 7]
+    assert list(res.get_all_results().values()) == [0, 1, 2, 4, 5, 6, 7]
     _, details = res.get_result(args={"x": 3}, with_details=True)
     assert "exited with code 7" in details["error"] and "JobLostError" in details["error"]
+    assert res.get_result(args={"x": 3}) is None
     with pytest.raises(JobLostError):
-        res.get_result(args={"x": 3})
+        res.result(args={"x": 3})
 
 
 def test_the_pool_replaces_a_dead_process_and_keeps_serving(embedded):

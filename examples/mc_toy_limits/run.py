@@ -189,7 +189,7 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
         counts = count_toys(**fixed, multi_jobs_kwargs_list=entries)
         for entry in entries:
             point = points[entry["s"]]
-            point.n_pass += counts.get_result(args=entry)  # raises the job's own error if a job failed
+            point.n_pass += counts.result(args=entry)  # result() raises the job's own error if a job failed
             point.n_toys += entry["n_toys"]
             point.jobs += 1
         n_jobs += len(entries)

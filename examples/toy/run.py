@@ -32,7 +32,7 @@ def optimise(iterations: int = 3, points: int = 8, seed: int = 7) -> dict:
             for _ in range(points)
         ]
         results = rosenbrock(a=1.0, group_kwargs=candidates)
-        scored = sorted(((results.get_result(args=c), c) for c in candidates), key=lambda s: s[0])
+        scored = sorted(((results.result(args=c), c) for c in candidates), key=lambda s: s[0])
         reused = best["reused"] + sum(results.get_result(args=c, with_details=True)[1]["cached"] for c in candidates)
         if scored[0][0] < best["value"]:
             best = {**scored[0][1], "value": scored[0][0]}

@@ -126,9 +126,10 @@ def test_fan_out_with_one_failure(runtime_on):
     assert details["status"] == "failed"
     assert details["error"] == f"builtins.ValueError: job {FAILING} fails on purpose"
     assert "in square" in details["traceback"] and "fails on purpose" in details["traceback"]
+    assert results.get_result(args={"x": FAILING}) is None
     with pytest.raises(ValueError, match="fails on purpose"):
-        results.get_result(args={"x": FAILING})
+        results.result(args={"x": FAILING})
     assert not results.has_result(args={"x": FAILING})
     assert list(results.get_failures()) == [get_unique_id_for_dict({"x": FAILING})]
-    assert sorted(results.get_all_results()) == sorted(i * i for i in range(N_JOBS) if i != FAILING)
+    assert sorted(results.get_all_results().values()) == sorted(i * i for i in range(N_JOBS) if i != FAILING)
     print(f"{runtime_on}: {N_JOBS} jobs in {elapsed:.1f}s")

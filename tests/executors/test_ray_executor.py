@@ -30,7 +30,7 @@ def nap_for(core_count: int):
 
 
 def overlapping(results) -> bool:
-    (a0, a1), (b0, b1) = results.get_all_results()
+    (a0, a1), (b0, b1) = results.get_all_results().values()
     return a0 < b1 and b0 < a1
 
 

@@ -39,7 +39,7 @@ DRIVER = textwrap.dedent("""
     @workflow(local=True)
     def driver():
         res = step(group_kwargs=[{"x": x} for x in range(6)])
-        return sorted(res.get_dict_results().values())
+        return sorted(res.get_all_results().values())
 
     if __name__ == "__main__":
         print(driver())

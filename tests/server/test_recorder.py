@@ -41,7 +41,7 @@ def run_sample_workflow() -> None:
 
     @iworkflow.work
     def total(squares):
-        return sum(squares.get_all_results())
+        return sum(squares.get_all_results().values())
 
     @iworkflow.workflow(local=True, name="sample")
     def sample():
