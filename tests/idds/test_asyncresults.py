@@ -2,6 +2,10 @@
 an AsyncResult built on a workflow's context, fed by a second AsyncResult with the same internal id."""
 from __future__ import annotations
 
+import pytest
+from broker_cleanup import run_prefix
+
+import iworkflow
 from iworkflow.asyncresult import AsyncResult
 from iworkflow.workflow import Workflow
 
@@ -28,3 +32,18 @@ def test_async_results_on_one_context_get_distinct_internal_ids(embedded):
     wf = Workflow(func=driver, service="idds")
     one, two = AsyncResult(wf._context), AsyncResult(wf._context)
     assert one.internal_id != two.internal_id != wf.internal_id
+
+
+@pytest.mark.rabbitmq
+def test_the_results_channel_and_pre_run_work_over_rabbitmq():
+    iworkflow.configure(broker="amqp://guest:guest@127.0.0.1:5672/", executor="thread",
+                        destination_prefix=run_prefix("t"))
+    try:
+        wf = Workflow(func=driver, service="idds")
+        assert wf.pre_run() is True
+        a_ret = AsyncResult(wf._context, wait_num=1, timeout=30)
+        a_ret.subscribe()
+        AsyncResult(wf._context, internal_id=a_ret.internal_id).publish("over AMQP")
+        assert a_ret.wait_result() == "over AMQP"
+    finally:
+        iworkflow.shutdown()
