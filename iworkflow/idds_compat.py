@@ -50,7 +50,8 @@ class OtherAttribute:
 
 
 class WorkflowSetting:
-    """A Work setting iDDS reads from the workflow unless the work sets its own (``work.site = ...``)."""
+    """A Work setting read from its workflow unless the work sets its own (``work.site = ...``), as iDDS's
+    ``WorkContext`` reads it; the default when neither has one."""
 
     def __init__(self, default: Any = None):
         self.default = default
@@ -63,7 +64,8 @@ class WorkflowSetting:
             return self
         if self.name in obj.__dict__:
             return obj.__dict__[self.name]
-        return getattr(obj.workflow, self.name, self.default)
+        value = getattr(obj.workflow, self.name, None)
+        return self.default if value is None else value
 
     def __set__(self, obj: Any, value: Any) -> None:
         obj.__dict__[self.name] = value

@@ -19,7 +19,7 @@ from .callable_module import make_callable
 from .context import current_workflow
 from .errors import ConfigurationError, WorkCancelled
 from .identity import call_identity, work_identity
-from .idds_compat import WorkCompat, status_name
+from .idds_compat import WorkCompat, WorkflowSetting, status_name
 from .ids import get_unique_id_for_dict, new_id
 from .messages import (RETRY, Control, Event, Job, JobPayload, SourceRef, decode_payload, encode_payload,
                        results_destination)
@@ -62,6 +62,11 @@ class Work(WorkCompat):
     iDDS's ``WorkContext`` does.  iDDS's PanDA/Rucio arguments (datasets, workload ids...) are kept in
     ``other_attributes`` and readable, but not acted on (``idds_compat.WorkCompat``)."""
 
+    #: the work's own if given, else its workflow's (iDDS ``WorkContext.setup()``), else the default
+    init_env = WorkflowSetting()
+    container_options = WorkflowSetting()
+    total_memory = WorkflowSetting(4000)
+
     def __init__(self, func: Callable | None = None, workflow_context=None, context=None, pre_kwargs=None,
                  args=None, kwargs=None, multi_jobs_kwargs_list=None, current_job_kwargs=None,
                  map_results: bool = False, source_dir=None, init_env: str | None = None,
@@ -80,12 +85,13 @@ class Work(WorkCompat):
         self.args = tuple(args or ())
         self.kwargs = dict(kwargs or {})
         self.map_results = map_results
-        self._init_env = init_env
-        self._container_options = container_options
+        for setting, value in (("init_env", init_env), ("container_options", container_options),
+                               ("total_memory", total_memory)):
+            if value:
+                setattr(self, setting, value)
         self.name = name or getattr(func, "__name__", "work")
         self.max_walltime = max_walltime
         self.core_count = core_count
-        self._total_memory = total_memory
         self._executor = executor
         self._queue = queue
         self.post_script = post_script
@@ -201,33 +207,6 @@ class Work(WorkCompat):
     @queue.setter
     def queue(self, value: str | None) -> None:
         self._queue = value
-
-    @property
-    def init_env(self) -> str | None:
-        """This work's ``init_env``, else its workflow's (iDDS ``WorkContext.setup()``)."""
-        return self._init_env or getattr(self._workflow, "init_env", None)
-
-    @init_env.setter
-    def init_env(self, value: str | None) -> None:
-        self._init_env = value
-
-    @property
-    def container_options(self) -> dict | None:
-        """This work's ``container_options``, else its workflow's (iDDS ``WorkContext``)."""
-        return self._container_options or getattr(self._workflow, "container_options", None)
-
-    @container_options.setter
-    def container_options(self, value: dict | None) -> None:
-        self._container_options = value
-
-    @property
-    def total_memory(self) -> int:
-        """MB this work's jobs need: its own, else its workflow's, else 4000."""
-        return self._total_memory or getattr(self._workflow, "total_memory", None) or 4000
-
-    @total_memory.setter
-    def total_memory(self, value: int | None) -> None:
-        self._total_memory = value
 
     @property
     def distributed(self) -> bool:
