@@ -19,18 +19,11 @@ from .serialization import jsonable
 
 logger = logging.getLogger(__name__)
 
-#: ``Work`` arguments that only PanDA/Rucio act on
-PANDA_ONLY_WORK = (
-    "parent_workload_id", "no_wait_parent", "input_datasets", "output_file_name", "output_dataset_name",
-    "log_dataset_name", "num_events", "num_events_per_job", "parent_transform_id", "enable_separate_log",
-)
-#: ``Workflow`` arguments that only PanDA/iDDS act on
-PANDA_ONLY_WORKFLOW = ("service", "primary", "enable_separate_log", "cloud", "site")
-
 
 def note_unused(owner: str, given: dict[str, Any]) -> None:
     """Log at DEBUG the PanDA/Rucio-only settings a call passed: accepted, kept, not acted on."""
-    used = {k: v for k, v in given.items() if v not in (None, False, [], {}, ())}
+    used = {k: v for k, v in given.items()
+            if v is not None and v is not False and not (isinstance(v, (list, tuple, dict)) and not v)}
     if used:
         logger.debug("%s: PanDA/Rucio settings kept but not used by iworkflow: %s", owner,
                      ", ".join(f"{k}={v!r}" for k, v in sorted(used.items())))
