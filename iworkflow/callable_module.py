@@ -7,6 +7,7 @@ forwards calls to the function of the same name, so both spellings hold.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import types
@@ -18,6 +19,10 @@ class CallableModule(types.ModuleType):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__call_target__(*args, **kwargs)
+
+    def __reduce__(self):
+        # pickled by name, as (cloud)pickle does plain modules: a driver shipped by value may refer to `work`
+        return importlib.import_module, (self.__name__,)
 
 
 def make_callable(module_name: str, target: Any) -> None:

@@ -78,3 +78,17 @@ def test_a_fresh_interpreter_gets_the_module_first_and_the_decorator_after():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "Workflow"
+
+
+def test_a_driver_that_calls_the_decorators_by_name_ships_by_value(embedded):
+    import cloudpickle
+
+    def square(x):
+        return x * x
+
+    def driver():  # refers to the callable modules `work` and `workflow` as globals of this test module
+        assert callable(workflow)
+        return work(square)(x=3)
+
+    assert cloudpickle.loads(cloudpickle.dumps(work)) is work_module
+    assert workflow(driver)().wait(timeout=120) == 9
