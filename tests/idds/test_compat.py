@@ -134,7 +134,8 @@ def test_works_inherit_their_workflows_container_options_unless_they_have_their_
     inherited = Work(square, workflow=wf, args=(2,))
     own = Work(square, workflow=wf, args=(2,), container_options={**image, "container_image": "mine:1"})
     assert inherited.container_options == image and own.container_options["container_image"] == "mine:1"
-    job = next(inherited._job_chunks(embedded.executor("thread")))[0]
+    executor = embedded.executor("thread")
+    job = next(inherited._job_chunks(executor, inherited._prepare(executor)))[0]  # the job as it would be sent
     from iworkflow.messages import decode_payload
 
     _, payload = decode_payload(job.data, embedded.secret, "job")
