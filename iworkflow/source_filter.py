@@ -31,14 +31,18 @@ DEFAULT_EXCLUDES = (
 SECRET_FILES = (
     ".env", ".env.*", "*.env", ".envrc", ".netrc", "_netrc", ".pgpass", ".pypirc", ".npmrc", ".git-credentials",
     ".htpasswd", ".dockercfg", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.ovpn",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "x509up_u*", "*token*", "*secret*", "*credential*",
-    "*password*", "*passwd*",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "x509up_u*",
 )
+#: words in a base name that usually mean a credential file -- except in Python modules (``tokenizer.py``,
+#: ``secrets_manager.py``): code the jobs import must ship, or they fail on the worker
+SECRET_WORDS = ("*token*", "*secret*", "*credential*", "*password*", "*passwd*")
+CODE_SUFFIXES = (".py", ".pyi", ".pyx", ".pxd")
 #: folder names (case-insensitive) that hold credentials as a whole
 SECRET_DIRS = (".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".gcloud")
 
 _GLOB_PREFIX, _REGEX_PREFIX = "glob:", "re:"
 _SECRET_FILE = re.compile("|".join(fnmatch.translate(p) for p in SECRET_FILES))
+_SECRET_WORD = re.compile("|".join(fnmatch.translate(p) for p in SECRET_WORDS))
 _DEFAULT = re.compile("|".join(fnmatch.translate(os.path.normcase(p)) for p in DEFAULT_EXCLUDES))
 
 
@@ -47,7 +51,9 @@ def looks_secret(name: str, is_dir: bool = False) -> bool:
     lowered = name.lower()
     if is_dir:
         return lowered in SECRET_DIRS
-    return _SECRET_FILE.match(lowered) is not None
+    if _SECRET_FILE.match(lowered) is not None:
+        return True
+    return not lowered.endswith(CODE_SUFFIXES) and _SECRET_WORD.match(lowered) is not None
 
 
 @dataclass

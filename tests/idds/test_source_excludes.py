@@ -97,3 +97,12 @@ def test_a_workflow_ships_what_include_source_files_lists(embedded, tree):
 
     unpacked = SourceStore(ref.store).unpacked(ref.digest)
     assert (unpacked / ".env").read_text() == "NEEDED=1"
+
+
+def test_python_modules_named_like_secrets_ship_because_jobs_import_them(tree):
+    for rel in ("tokenizer.py", "lib/secrets_manager.py", "password_rules.py", "api_token.txt", "db_password.cfg"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x = 1")
+    got = shipped(tree)
+    assert {"tokenizer.py", "lib/secrets_manager.py", "password_rules.py"} <= got
+    assert not got & {"api_token.txt", "db_password.cfg"}
