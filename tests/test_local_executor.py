@@ -39,11 +39,18 @@ def test_the_pool_replaces_a_dead_process_and_keeps_serving(embedded):
     assert maybe_die(group_kwargs=[{"x": 1}]).get_result(args={"x": 1}) == 1
 
 
+@work(map_results=True)
+def interval(seconds):
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()
+
+
 def test_slots_run_jobs_in_parallel_processes(embedded):
-    started = time.monotonic()
-    pids = pid_after(group_kwargs=[[0.6], [0.61]])
-    assert time.monotonic() - started < 1.15
-    assert len(set(pids)) == 2 and os.getpid() not in pids
+    res = interval(group_kwargs=[{"seconds": 0.6}, {"seconds": 0.61}])
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = res.get_all_results().values()
+    assert pid_a != pid_b and os.getpid() not in (pid_a, pid_b)
+    assert max(start_a, start_b) < min(end_a, end_b), "the two jobs ran one after the other, not side by side"
 
 
 def test_thread_mode_runs_jobs_inside_the_driver_process(threaded):
