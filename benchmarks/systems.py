@@ -132,9 +132,9 @@ class IworkflowSystem(System):
             iworkflow.configure(executor="local", slots=WORKERS)
         else:
             prefix = f"bench{uuid.uuid4().hex[:8]}."
-            env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix)
-            self.procs = [subprocess.Popen([str(BIN / "iworkflow"), "worker", "--broker", self.broker, "--queue",
-                                            "bench", "--slots", "1"], stdout=subprocess.PIPE, env=env)
+            env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix, IWORKFLOW_BROKER=self.broker)
+            self.procs = [subprocess.Popen([str(BIN / "iworkflow"), "worker", "--queue", "bench", "--slots", "1"],
+                                           stdout=subprocess.PIPE, env=env)
                           for _ in range(WORKERS)]
             for p in self.procs:
                 wait_ready(p, "ready")

@@ -2,14 +2,14 @@
 
 Jobs stream to each process over its stdin as frames; results come back on its stdout in order, so
 the parent needs no per-job bookkeeping beyond a FIFO.  A dead process fails the job it was running
-with an error that says so, requeues the ones queued behind it, and is replaced.
+with an error that says so, requeues the ones queued behind it, and is replaced.  A job running past
+its ``max_walltime`` has its process (and everything below it) killed and fails with ``TimeoutError``.
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -18,10 +18,11 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Iterable
 
-from iworkflow.errors import JobLostError
+from iworkflow import processes
+from iworkflow.errors import InvalidMessage, JobLostError
 from iworkflow.events import EventBatcher
 from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
-from iworkflow.runner import EVENT, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
+from iworkflow.runner import EVENT, INVALID, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
 
 from .base import Executor
 
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 MAX_PIPELINE = 128
 #: a job message up to this size may be written to an idle process's pipe directly (well under a pipe's 64 KiB)
 DIRECT_WRITE_MAX = 32 * 1024
+#: how late past its max_walltime a job is killed at most (the watchdog's tick), and the slack given to a
+#: runner enforcing the walltime itself (an ``init_env`` subprocess), so that it need not be replaced
+WALLTIME_TICK = 0.25
+WALLTIME_SLACK = 0.5
 
 
 class _PoolProcess:
@@ -42,6 +47,8 @@ class _PoolProcess:
         #: when each in-flight job was written to the process (parallel to ``inflight``)
         self.sent_at: deque[float] = deque()
         self.last_result_at = 0.0
+        #: why this process was killed (the job it was running, and the error that job ends with)
+        self.killed: tuple[Job, BaseException] | None = None
         self.outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         #: held while frames go to the process's stdin (by the writer thread, or by ``_pump`` directly)
         self.write_lock = threading.Lock()
@@ -113,14 +120,20 @@ class _PoolProcess:
                 kind, data = frame
                 if kind == EVENT:
                     self.pool.events.add(data)
-                elif kind == RESULT:
+                elif kind in (RESULT, INVALID):
                     with self.pool._lock:
-                        job, future = self.inflight.popleft()
-                        self._timed(self.sent_at.popleft())
-                    if not data:
-                        data = failure_message(job.data, JobLostError("local runner refused the job message"),
-                                               self.pool.settings.secret_bytes)
-                    done.append((job, future, data))
+                        head = self.inflight.popleft() if self.inflight else None
+                        if head is not None:
+                            self._timed(self.sent_at.popleft())
+                    if head is None:
+                        logger.error("runner pid %d answered a job it was not given; replacing it", self.proc.pid)
+                        processes.kill_tree(self.proc.pid)
+                        break
+                    job, future = head
+                    if kind == INVALID:  # never ran: the caller dead-letters it or reports the error
+                        future.set_exception(InvalidMessage(data.decode(errors="replace")))
+                    else:
+                        done.append((job, future, data))
                 frame = reader.read() if reader.has_frame() else None
             self.pool._pump()  # the process is free: refill it while the results go out
             by_destination: dict[str, list[tuple[Future, bytes]]] = {}
@@ -129,6 +142,18 @@ class _PoolProcess:
             for destination, items in by_destination.items():
                 self._publish(bus, destination, items, self.pool.settings.secret_bytes)
         self.pool._on_exit(self)
+
+    def running(self) -> tuple[Job, float] | None:
+        """(pool lock held) The job the process is running now, and since when."""
+        if not self.alive or not self.inflight:
+            return None
+        return self.inflight[0][0], max(self.sent_at[0], self.last_result_at)
+
+    def kill(self, job: Job, why: BaseException) -> None:
+        """(pool lock held) Kill the process tree running ``job``; the job ends with ``why``."""
+        if self.killed is None:
+            self.killed = (job, why)
+        processes.kill_tree(self.proc.pid)
 
     def _timed(self, sent_at: float) -> None:
         """(pool lock held) A job's service time: from when the process could start it to its result."""
@@ -181,6 +206,7 @@ class LocalExecutor(Executor):
         self._procs: list[_PoolProcess] = []
         self._closed = False
         self._spawned = 0
+        self._watchdog: threading.Thread | None = None
         #: moving average of how long one job occupies a process (None until a job has run)
         self.job_seconds: float | None = None
 
@@ -205,8 +231,30 @@ class LocalExecutor(Executor):
                 raise RuntimeError("cannot submit: the local executor has been shut down")
             self._ensure_started()
             self._pending.extend(items)
+            if self._watchdog is None and any(job.max_walltime for job, _ in items):
+                self._watchdog = threading.Thread(target=self._watch_walltimes, daemon=True,
+                                                  name="iworkflow-pool-walltime")
+                self._watchdog.start()
         self._pump()
         return [f for _, f in items]
+
+    def _watch_walltimes(self) -> None:
+        """Kill the process of a job running past its ``max_walltime`` (it fails with TimeoutError)."""
+        while not self._closed:
+            now = time.monotonic()
+            with self._lock:
+                for proc in self._procs:
+                    running = proc.running()
+                    if running is None or not running[0].max_walltime:
+                        continue
+                    job, since = running
+                    if now - since > job.max_walltime + WALLTIME_SLACK and proc.killed is None:
+                        logger.error("job %s of work %s exceeded max_walltime=%gs; killing runner pid %d",
+                                     job.job_key, job.work_id, job.max_walltime, proc.proc.pid)
+                        proc.kill(job, TimeoutError(
+                            f"job {job.job_key} exceeded max_walltime={job.max_walltime:g}s and was killed "
+                            f"(with every process it started)"))
+            time.sleep(WALLTIME_TICK)
 
     def _pump(self) -> None:
         """Hand pending jobs to processes, pipelining deeper while the backlog is long."""
@@ -234,6 +282,7 @@ class LocalExecutor(Executor):
 
     def _on_exit(self, proc: _PoolProcess) -> None:
         code = proc.proc.wait()
+        processes.kill_tree(proc.proc.pid)  # what the job left behind dies with it
         with self._lock:
             proc.alive = False
             lost = list(proc.inflight)
@@ -242,18 +291,27 @@ class LocalExecutor(Executor):
             if proc in self._procs:
                 self._procs.remove(proc)
             closed = self._closed
+            # the first job was running when the process died (unless it was killed for another job that had
+            # just finished); the rest never started
+            culprit = proc.killed[0] if proc.killed is not None else None
+            blamed = bool(lost) and (culprit is None or lost[0][0] is culprit)
             if lost and not closed:
-                # the first job was running when the process died; the rest never started
-                self._pending.extendleft(reversed(lost[1:]))
+                self._pending.extendleft(reversed(lost[1:] if blamed else lost))
+            if (lost or proc.killed is not None) and not closed:
                 self._procs.append(self._spawn())
-        if lost:
+        if lost and (blamed or closed):
             job, future = lost[0]
-            why = (f"local runner process pid {proc.proc.pid} exited with code {code} while running job "
-                   f"{job.job_key} (the job killed its interpreter: os._exit, a crash or out of memory)")
+            exc: BaseException
             if closed:
-                why = f"executor shut down before job {job.job_key} finished"
-            logger.error(why)
-            data = failure_message(job.data, JobLostError(why), self.settings.secret_bytes)
+                exc = JobLostError(f"executor shut down before job {job.job_key} finished")
+            elif proc.killed is not None:
+                exc = proc.killed[1]
+            else:
+                exc = JobLostError(f"local runner process pid {proc.proc.pid} exited with code {code} while running "
+                                   f"job {job.job_key} (the job killed its interpreter: os._exit, a crash or out of "
+                                   "memory)")
+            logger.error("%s", exc)
+            data = failure_message(job.data, exc, self.settings.secret_bytes)
             self.bus.publish(results_destination(job.work_id, job.reply_to), data)
             future.set_result(None)
             if closed:
@@ -267,11 +325,9 @@ class LocalExecutor(Executor):
         """Kill the runner processes now running one of these jobs (each ends as lost); returns how many."""
         with self._lock:
             victims = [p for p in self._procs if p.alive and p.inflight and p.inflight[0][0].id in job_ids]
-        for proc in victims:
-            try:
-                os.killpg(proc.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for proc in victims:
+                job = proc.inflight[0][0]
+                proc.kill(job, JobLostError(f"job {job.job_key} was stopped: its work was cancelled"))
         return len(victims)
 
     def shutdown(self, wait: bool = True) -> None:

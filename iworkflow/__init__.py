@@ -7,7 +7,7 @@ from . import work, workflow
 from .asyncresult import AsyncResult, MapResult
 from .config import Settings, load_settings
 from .context import current_workflow
-from .errors import ConfigurationError, IWorkflowError, JobLostError, RemoteError, WorkCancelled
+from .errors import ConfigurationError, IWorkflowError, JobLostError, JobTooOld, RemoteError, WorkCancelled
 from .ids import get_unique_id_for_dict
 from .runtime import configure, get_runtime, shutdown
 from .work import Work
@@ -20,6 +20,7 @@ __all__ = [
     "ConfigurationError",
     "IWorkflowError",
     "JobLostError",
+    "JobTooOld",
     "MapResult",
     "RemoteError",
     "Settings",

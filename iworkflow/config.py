@@ -29,6 +29,10 @@ class Settings:
     """Where jobs go, where results come back, and how long anyone waits."""
 
     broker: str = "memory://"
+    #: the broker password, when the ``broker`` URL names only the user (env ``IWORKFLOW_BROKER_PASSWORD``), or
+    #: a file holding it: either keeps it off command lines, where ``ps`` shows it to every user
+    broker_password: str = ""
+    broker_password_file: str = ""
     executor: str = "local"
     queue: str = "default"
     slots: int = 0
@@ -63,10 +67,38 @@ class Settings:
     #: (replicated over a RabbitMQ cluster; the broker counts deliveries)
     job_queue_type: str = "classic"
     log_level: str = "WARNING"
+    #: a worker refuses a job message signed longer ago than this (seconds), allowing ``clock_skew`` between
+    #: machines: a captured message cannot be replayed later (the job fails, saying so)
+    job_max_age: float = 6 * 3600.0
+    clock_skew: float = 300.0
+    #: a source tarball may unpack to at most this many MiB (0: ten times ``max_source_mb``)
+    max_unpacked_source_mb: float = 0.0
+    #: the dead-letter queue keeps at most this many messages (oldest dropped first), each this many seconds
+    dlq_max_length: int = 100_000
+    dlq_ttl: float = 7 * 86400.0
 
     @property
     def effective_slots(self) -> int:
         return self.slots if self.slots > 0 else (os.cpu_count() or 1)
+
+    def broker_url_for(self, url: str) -> str:
+        """``url`` with the configured broker password filled in (when it names a user but no password)."""
+        password = self.broker_password
+        if self.broker_password_file:
+            path = Path(self.broker_password_file).expanduser()
+            try:
+                password = path.read_text().strip("\r\n")
+            except OSError as err:
+                raise ConfigurationError(f"cannot read the broker password file {path}: {err.strerror or err}") from None
+        if not password:
+            return url
+        return with_password(url, password)
+
+    @property
+    def unpacked_source_limit(self) -> int:
+        """Bytes a source tarball may unpack to (a gzip bomb is refused before it fills the disk)."""
+        mb = self.max_unpacked_source_mb if self.max_unpacked_source_mb > 0 else 10 * self.max_source_mb
+        return int(mb * 2**20)
 
     @property
     def store_path(self) -> Path:
@@ -179,6 +211,31 @@ def _process_secret() -> str:
     if not _PROCESS_SECRET:
         _PROCESS_SECRET = _secrets.token_hex(32)
     return _PROCESS_SECRET
+
+
+def has_password(url: str) -> bool:
+    """Whether a URL carries a password (``scheme://user:password@host``)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` for its user; a URL that already has one, or names no user, is refused."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigurationError(f"broker URL {redact_url(url)!r} already has a password; give it in one place only")
+    if not parts.username:
+        raise ConfigurationError(f"broker URL {redact_url(url)!r} names no user for the broker password: "
+                                 "write it as scheme://USER@host:port/")
+    host = parts.netloc.rsplit("@", 1)[1]
+    netloc = f"{parts.username}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redact_url(url: str) -> str:

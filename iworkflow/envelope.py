@@ -3,13 +3,15 @@
 Wire layout: ``b"IWF" + version(1 byte) + header length (4 bytes, big endian) + header JSON +
 signature (32 bytes) + body``.  The signature is HMAC-SHA256 over header JSON and body, so a
 receiver verifies before it ever unpickles the body.  A job's header may carry ``reply_to``, the
-queue its result goes to (the driver's results queue).
+queue its result goes to (the driver's results queue), and what a worker must know without unpickling
+the body: ``driver`` (a detached workflow's driver job) and ``walltime`` (its ``max_walltime``).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import math
 import struct
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,10 @@ class Envelope:
     v: int = VERSION
     #: where a job's result goes (the driver's results queue); absent: ``results.<work_id>``
     reply_to: str | None = None
+    #: a detached workflow's driver job (workers run it outside their job slots)
+    driver: bool = False
+    #: a job's ``max_walltime`` in seconds (None: unbounded)
+    walltime: float | None = None
 
     def header(self) -> dict:
         header = {
@@ -54,6 +60,10 @@ class Envelope:
         }
         if self.reply_to:
             header["reply_to"] = self.reply_to
+        if self.driver:
+            header["driver"] = True
+        if self.walltime:
+            header["walltime"] = self.walltime
         return header
 
 
@@ -139,6 +149,27 @@ def _optional_str(value: object) -> str | None:
     raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
+def _timestamp(value: object) -> float:
+    ts = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(ts):
+        raise ValueError(f"timestamp {value!r} is not a finite number")
+    return ts
+
+
+def _optional_bool(value: object) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise TypeError(f"expected a boolean, got {type(value).__name__}")
+
+
+def _optional_seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    return float(value)
+
+
 def decode(data: bytes, secret: bytes) -> Envelope:
     """Verify and decode; raises BadSignature or InvalidMessage, never unpickles anything."""
     header, sig, body = _split(data)
@@ -156,9 +187,11 @@ def decode(data: bytes, secret: bytes) -> Envelope:
             job_key=h.get("job_key"),
             attempt=int(h.get("attempt", 1)),
             id=h["id"],
-            ts=float(h["ts"]),
+            ts=_timestamp(h["ts"]),
             v=int(h["v"]),
             reply_to=_optional_str(h.get("reply_to")),
+            driver=_optional_bool(h.get("driver")),
+            walltime=_optional_seconds(h.get("walltime")),
         )
     except (ValueError, KeyError, TypeError, OverflowError) as err:
         raise InvalidMessage(f"malformed message header: {err!r}") from None

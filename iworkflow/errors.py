@@ -23,6 +23,11 @@ class BadSignature(InvalidMessage):
     """A wire message whose HMAC does not match the shared secret."""
 
 
+class JobTooOld(InvalidMessage):
+    """A job message signed too long ago (``job_max_age``) or dated in the future (``clock_skew``): refused, as a
+    captured message replayed later would be."""
+
+
 class UnsafeArchiveError(IWorkflowError):
     """A source tarball holds a member that would escape the extraction directory."""
 

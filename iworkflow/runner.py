@@ -20,7 +20,7 @@ import traceback
 from collections import deque
 from typing import Any, BinaryIO, Callable
 
-from . import result_store, serialization, source_version
+from . import processes, result_store, serialization, source_version
 from .envelope import Envelope, peek_header
 from .errors import ErrorInfo, InvalidMessage
 from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload, encode_payload
@@ -79,15 +79,25 @@ class _Tail(io.TextIOBase):
         return "".join(self._chunks)[-OUTPUT_TAIL:]
 
 
+def _text(what: str, render: Callable[[], str], exc: BaseException) -> str:
+    """``render()``, or a note saying it failed: a job's exception may raise from ``__str__`` itself."""
+    try:
+        return render()
+    except BaseException as err:  # noqa: BLE001 - whatever a user's __str__ raises, the report goes out
+        return f"<{what} of {type(exc).__qualname__} failed: {type(err).__qualname__}>"
+
+
 def error_info(exc: BaseException, output_tail: str = "") -> ErrorInfo:
+    """What a job's exception becomes on the wire: always its own type, even when ``str()`` or pickling fail."""
     try:
         pickled = serialization.dumps(exc)
-    except Exception:
+    except BaseException:  # noqa: BLE001 - rebuilt from type_name and message instead
         pickled = None
     return ErrorInfo(
         type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        message=_text("str()", lambda: str(exc), exc),
+        traceback=_text("traceback", lambda: "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                        exc),
         exception=pickled,
         output_tail=output_tail,
     )
@@ -106,7 +116,10 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
         with source_version.using(payload.source):
             func = load_function(payload)
             args, kwargs = serialization.loads(payload.args)
-            value = func(*args, **kwargs)
+            try:
+                value = func(*args, **kwargs)
+            finally:
+                _end_forked_child()
             data = result_store.spill(serialization.dumps(value))  # large values go by reference
         return ResultPayload(ok=True, value=data, metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt))
     except BaseException as exc:  # noqa: BLE001 - a job's failure of any kind becomes its result
@@ -231,7 +244,32 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 # --- frames for the local pool protocol -------------------------------------------------------
 FRAME = struct.Struct(">cI")
-JOB, RESULT, EVENT, QUIT = b"J", b"R", b"E", b"Q"
+#: INVALID answers a job message that must be dead-lettered (its payload: why), instead of a RESULT
+JOB, RESULT, EVENT, QUIT, INVALID = b"J", b"R", b"E", b"Q", b"X"
+#: the pid of a pool process serving frames; a process forked by a job is not it and never serves
+_serving_pid: int | None = None
+
+
+def _end_forked_child() -> None:
+    """A process forked by a job that returns into the runner exits here: it never reports or serves."""
+    if _serving_pid is not None and os.getpid() != _serving_pid:
+        os._exit(0)
+
+
+def _guard_protocol(fds: tuple[int, int]) -> None:
+    """Processes forked by a job get /dev/null in place of the protocol pipes: they cannot write a frame or
+    keep the result pipe open (exec'd children never inherit them: Python's fds are not inheritable)."""
+
+    def in_child() -> None:
+        for fd, mode in zip(fds, (os.O_RDONLY, os.O_WRONLY)):
+            try:
+                null = os.open(os.devnull, mode)
+                os.dup2(null, fd, inheritable=False)
+                os.close(null)
+            except OSError:
+                pass
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 def write_frame(out: BinaryIO, kind: bytes, payload: bytes) -> None:
@@ -284,8 +322,15 @@ def _protocol_streams() -> tuple[int, BinaryIO]:
 
 
 def serve() -> int:
-    """Pool process: run job frames from stdin one by one, answer with result (and event) frames."""
+    """Pool process: run job frames from stdin one by one, answer with result (and event) frames.
+
+    What a job leaves running (children, daemons: this process adopts them as a subreaper) is killed once
+    its result is written."""
+    global _serving_pid
     proto_in, proto_out = _protocol_streams()
+    _serving_pid = os.getpid()
+    _guard_protocol((proto_in, proto_out.fileno()))
+    processes.become_subreaper()
     secret = _secret()
     events = os.environ.get("IWORKFLOW_POOL_EVENTS", "0")
     emit = None
@@ -304,21 +349,16 @@ def serve() -> int:
             return 0
         _kind, data = frame
         try:
-            result = run_encoded(data, secret, emit, capture=True)
+            kind, answer = RESULT, run_encoded(data, secret, emit, capture=True)
         except InvalidMessage as err:
-            logger.error("refusing job message: %s", err)
-            result = failure_message(data, err, secret) if _header_ok(data) else b""
-        write_frame(proto_out, RESULT, result)
+            kind, answer = INVALID, str(err).encode()
+        _end_forked_child()
+        write_frame(proto_out, kind, answer)
+        if processes.has_children():
+            proto_out.flush()  # the result goes out first: killing a stubborn tree may take a moment
+            processes.kill_children()
         if not reader.has_frame():
             proto_out.flush()
-
-
-def _header_ok(data: bytes) -> bool:
-    try:
-        peek_header(data)
-        return True
-    except InvalidMessage:
-        return False
 
 
 def once() -> int:

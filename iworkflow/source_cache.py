@@ -148,10 +148,19 @@ def add_tree(store, source_dir: str | os.PathLike, excludes=(), max_mb: float = 
     return digest
 
 
-def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """Reject absolute paths, ``..`` components, links and device files before anything is written."""
-    members = tar.getmembers()
-    for m in members:
+def check_members(tar: tarfile.TarFile, max_bytes: int | None = None) -> list[tarfile.TarInfo]:
+    """Reject absolute paths, ``..`` components, links and device files before anything is written, and a
+    tarball whose members add up to more than ``max_bytes`` (read member by member: a gzip bomb is refused
+    at the header that passes the bound, before its data is inflated)."""
+    members = []
+    total = 0
+    for m in tar:
+        members.append(m)
+        total += m.size
+        if max_bytes is not None and total > max_bytes:
+            raise UnsafeArchiveError(
+                f"source tarball unpacks to more than {max_bytes / 2**20:.0f} MiB (member {m.name!r} passes the "
+                "bound): refused as a possible archive bomb; raise max_unpacked_source_mb if the tree is real")
         name = m.name
         parts = PurePosixPath(name).parts
         if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -165,7 +174,8 @@ def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
-def safe_extract(data: bytes, target: str | os.PathLike) -> None:
+def safe_extract(data: bytes, target: str | os.PathLike, max_bytes: int | None = None) -> None:
+    """Unpack a source tarball into ``target``; refuses unsafe members and more than ``max_bytes`` in all."""
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     try:
@@ -173,7 +183,7 @@ def safe_extract(data: bytes, target: str | os.PathLike) -> None:
     except tarfile.TarError as err:
         raise UnsafeArchiveError(f"source tarball is not a readable tar archive: {err}") from None
     with tar:
-        members = check_members(tar)
+        members = check_members(tar, max_bytes)
         root = target.resolve()
         for m in members:
             dest = (root / m.name).resolve()
@@ -239,8 +249,9 @@ class SourceStore:
     def add_tree(self, source_dir: str | os.PathLike, excludes=(), max_mb: float = 200.0, include=()) -> str:
         return add_tree(self, source_dir, excludes, max_mb, include)
 
-    def unpacked(self, digest: str, fetch=None) -> Path:
-        """Path of the unpacked tree, unpacking it once (atomically) if needed."""
+    def unpacked(self, digest: str, fetch=None, max_bytes: int | None = None) -> Path:
+        """Path of the unpacked tree, unpacking it once (atomically) if needed; at most ``max_bytes`` (default:
+        the ``max_unpacked_source_mb`` setting) are written."""
         dest = self.path / "unpacked" / digest
         if dest.is_dir():
             return dest
@@ -250,7 +261,11 @@ class SourceStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{digest[:12]}-"))
         try:
-            safe_extract(data, tmp)
+            if max_bytes is None:
+                from .config import load_settings
+
+                max_bytes = load_settings().unpacked_source_limit
+            safe_extract(data, tmp, max_bytes)
             os.replace(tmp, dest)
         except OSError:
             if not dest.is_dir():

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -21,8 +22,8 @@ from .errors import ConfigurationError, WorkCancelled
 from .identity import call_identity, work_identity
 from .idds_compat import WorkCompat, WorkflowSetting, status_name
 from .ids import get_unique_id_for_dict, new_id
-from .messages import (RETRY, Control, Event, Job, JobPayload, SourceRef, decode_payload, encode_payload,
-                       results_destination)
+from .envelope import decode, encode
+from .messages import RETRY, Control, Event, Job, JobPayload, SourceRef, encode_payload, results_destination
 from .result_cache import MEMO
 from .runtime import get_runtime
 
@@ -66,6 +67,10 @@ class Work(WorkCompat):
     init_env = WorkflowSetting()
     container_options = WorkflowSetting()
     total_memory = WorkflowSetting(4000)
+
+    #: set by ``Workflow.submit`` on the work running a detached workflow's driver: its jobs say so in
+    #: their signed header, so workers run them outside their job slots without unpickling anything
+    detached_driver: bool = False
 
     def __init__(self, func: Callable | None = None, workflow_context=None, context=None, pre_kwargs=None,
                  args=None, kwargs=None, multi_jobs_kwargs_list=None, current_job_kwargs=None,
@@ -351,7 +356,7 @@ class Work(WorkCompat):
                 job_id = new_id()
                 data = encode_payload("job", payload, secret, workflow_id=self.workflow_id,
                                       work_id=self.internal_id, job_key=key, attempt=1, id=job_id,
-                                      reply_to=reply_to)
+                                      reply_to=reply_to, driver=self.detached_driver, walltime=walltime)
                 chunk.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id,
                                  job_key=key, attempt=1, data=data, queue=queue, core_count=self.core_count,
                                  total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
@@ -423,10 +428,9 @@ class Work(WorkCompat):
             return
         if control.attempt <= job.attempt:
             return
-        env, payload = decode_payload(job.data, self.runtime.secret, "job")
-        data = encode_payload("job", payload, self.runtime.secret, workflow_id=env.workflow_id,
-                              work_id=env.work_id, job_key=env.job_key, attempt=control.attempt, id=new_id(),
-                              reply_to=env.reply_to)
+        env = decode(job.data, self.runtime.secret)  # the same job, header and all, as a new message
+        data = encode(dataclasses.replace(env, attempt=control.attempt, id=new_id(), ts=time.time()),
+                      self.runtime.secret)
         retry = dataclasses.replace(job, attempt=control.attempt, data=data)
         self._jobs[job.job_key] = retry
         logger.warning("retrying job %s of work %s (attempt %d): %s", job.job_key, self.name,

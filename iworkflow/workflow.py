@@ -227,6 +227,7 @@ class Workflow(WorkflowCompat):
         w = Work(_run_detached, args=(self,), name=f"{self.name}.driver", workflow=self, init_env=self.init_env,
                  container_options=self.container_options, max_walltime=self.max_walltime,
                  core_count=self.core_count, total_memory=self.total_memory, cache=False)
+        w.detached_driver = True
         self._detached_work = w
         w.submit()
         return self.internal_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class ApiContext:
     store: SourceStore
     policy: TokenPolicy
     max_source_bytes: int = 200 * 2**20
+    #: the states of the server's consumers (the recorder's events queue), for /api/health
+    consumers: Callable[[], dict[str, str]] = dict
 
 
 def _digest_ok(digest: str) -> str:
@@ -61,8 +64,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
 
     @api.get("/health")
-    def health() -> dict:
-        return {"ok": True, "time": time.time()}
+    def health(response: Response) -> dict:
+        consumers = ctx.consumers()
+        ok = all(state in ("consuming", "recovering") for state in consumers.values())
+        if not ok:
+            response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"ok": ok, "time": time.time(), "consumers": consumers}
 
     @api.get("/workflows", dependencies=read, response_model=list[WorkflowOut])
     def list_workflows(status_: str | None = Query(None, alias="status"), limit: int = Query(50, ge=1, le=1000),

@@ -294,6 +294,11 @@ class Recorder:
                                                         prefetch=self.batch)
         return self
 
+    def consumers(self) -> dict[str, str]:
+        """The state of the events consumer (see ``Subscription.state``): a lost one is reported by /api/health."""
+        sub = self._subscription
+        return {f"{EVENTS_TOPIC}.{DURABLE_NAME}": sub.state if sub is not None else "stopped"}
+
     def stop(self) -> None:
         if self._subscription is not None:
             self._subscription.cancel()

@@ -55,7 +55,7 @@ class Server:
         self.app = create_app(ApiContext(
             db=self.db, bus=bus, secret=secret, store=self.store,
             policy=TokenPolicy(settings.token, self.options.read_token_required),
-            max_source_bytes=int(settings.max_source_mb * 2**20)))
+            max_source_bytes=int(settings.max_source_mb * 2**20), consumers=self.recorder.consumers))
         self._uvicorn = None
         self._thread: threading.Thread | None = None
         self.url = ""

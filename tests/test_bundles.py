@@ -7,7 +7,6 @@ import pytest
 from iworkflow.executors.broker import BUNDLE_MAX, BrokerExecutor, bundle_size
 
 from iworkflow import serialization
-from iworkflow.bus.base import Delivery
 from iworkflow.bus.memory import MemoryBus
 from iworkflow.config import load_settings
 from iworkflow.envelope import decode
@@ -44,22 +43,6 @@ def result_message(key: str, value: int, work_id: str = "work-1") -> bytes:
 def jobs(n: int, expected: float | None) -> list[Job]:
     return [Job(id=str(i), workflow_id="wf", work_id="w", job_key=str(i), attempt=1, data=b"",
                 expected_seconds=expected) for i in range(n)]
-
-
-class RecordingDelivery(Delivery):
-    """A delivery as a broker hands it over for the n-th time; remembers how it was settled."""
-
-    def __init__(self, body: bytes, delivery_count: int):
-        self.body = body
-        self.destination = "jobs.q"
-        self.delivery_count = delivery_count
-        self.settled: list[str] = []
-
-    def ack(self) -> None:
-        self.settled.append("ack")
-
-    def reject(self, requeue: bool = False) -> None:
-        self.settled.append("requeue" if requeue else "dead")
 
 
 def result_values(bodies: list[bytes]) -> dict[str, int]:
@@ -131,18 +114,6 @@ def test_a_worker_runs_every_job_of_a_bundle_and_returns_each_result(worker_bus)
     with cond:
         assert cond.wait_for(lambda: len(result_values(results)) == 20, 30), "every job's result came back"
     assert result_values(results) == {f"k{i}": i for i in range(20)}
-
-
-def test_a_redelivered_bundle_goes_back_to_the_queue_one_job_per_message(worker_bus):
-    bus, worker = worker_bus  # not started: what the bundle's jobs become stays on the queue
-    members = [job_message(i) for i in range(5)]
-    delivery = RecordingDelivery(encode_bundle(members, SECRET), delivery_count=2)
-    worker._on_job(delivery)
-    returned, cond = collector(bus, jobs_destination("q"))
-    with cond:
-        assert cond.wait_for(lambda: len(returned) == 5, 10)
-    assert sorted(returned) == sorted(members), "each job alone, unchanged (its own delivery count starts over)"
-    assert delivery.settled == ["ack"]
 
 
 def test_a_result_bundle_with_a_bad_member_keeps_the_good_results():

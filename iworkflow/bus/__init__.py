@@ -38,4 +38,5 @@ def connect(url: str, settings: Settings | None = None) -> Bus:
         return cls(url)
     from ..config import load_settings
 
-    return cls(url, settings=settings or load_settings())
+    settings = settings or load_settings()
+    return cls(settings.broker_url_for(url), settings=settings)

@@ -9,18 +9,20 @@ default exchange, each dead-lettering to ``<p>dlq``; topics are fanout exchanges
 one exclusive auto-delete queue per subscriber.
 
 Job queues (``jobs.*``) must say how often a message was delivered.  ``job_queue_type = "classic"``
-(the default, the lowest latency): the bus counts itself, as the STOMP bus does -- a message the broker
-hands out again because its consumer vanished is re-published with ``iworkflow-lost`` incremented and
-the original acked, and ``reject(requeue=True)`` re-publishes a copy instead of returning it, so only
-lost deliveries count.  ``"quorum"``: quorum queues (replicated on a cluster) count in
-``x-delivery-count``.
+(the default, the lowest latency): the bus counts itself, as the STOMP bus does (the shared policy of
+``delivery.py``: lost deliveries in ``iworkflow-lost``, copies put back, lost bundles split).
+``"quorum"``: quorum queues (replicated on a cluster) count in ``x-delivery-count``.
+
+A consumer the broker ends (its queue deleted, the consumer cancelled, the channel closed) is
+re-established: the queue declared again and consumed again, a few times with backoff, after which the
+subscription's ``state`` says ``lost`` and its ``error`` why.  The dead-letter queue is bounded by
+``dlq_max_length`` and ``dlq_ttl``.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import os
-import queue as _queue
 import socket
 import threading
 import uuid
@@ -37,7 +39,9 @@ from tenacity import RetryCallState, wait_exponential, wait_random
 
 from ..config import Settings, redact_url
 from ..errors import BrokerError, ConfigurationError
-from .base import Bus, Delivery, Handler, Subscription, report_sent
+from .base import CANCELLED, CONSUMING, LOST, RECOVERING, Bus, Delivery, Handler, Subscription, report_sent
+from .delivery import LOST as LOST_HEADER
+from .delivery import REQUEUED, Arrival, DeliveryPolicy, Dispatcher, GiveBack, PutBack
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +51,9 @@ CONSUME_TIMEOUT = 15.0
 HEARTBEAT = 20
 RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
 JOBS_PREFIX = "jobs."
-LOST = "iworkflow-lost"
-#: set on a copy the bus put back (lost or handed back): the consumer sees it as redelivered
-REQUEUED = "iworkflow-requeued"
 RESULTS_PREFIX = "results."
+#: how often a consumer the broker ended is re-established before its subscription is given up
+CONSUMER_RETRIES = 6
 #: a results queue nobody has consumed for a day belongs to a driver that is gone
 RESULTS_QUEUE_EXPIRES_MS = 24 * 3600 * 1000
 
@@ -102,10 +105,10 @@ class AmqpDelivery(Delivery):
         self._settle(lambda ch: ch.basic_ack(self._tag))
 
     def reject(self, requeue: bool = False) -> None:
-        if requeue and self._consumer.counts_deliveries:
-            # a copy goes back (same count: a handed-back job was not lost) and the original is acked
-            self._settle(lambda ch: self._consumer.bus._move(ch, self._tag, self._consumer.name, self.body,
-                                                             self.delivery_count - 1))
+        policy = self._consumer.policy
+        decision = policy.on_requeue(self.body, self.delivery_count) if requeue and policy else GiveBack()
+        if isinstance(decision, PutBack):  # a copy goes back and the original is acked
+            self._settle(lambda ch: self._consumer.bus._put_back(ch, self._tag, self._consumer.name, decision.copies))
             return
         self._settle(lambda ch: ch.basic_reject(self._tag, requeue=requeue))
 
@@ -126,20 +129,24 @@ class _Consumer(Subscription):
     prefetch: int
     topic: bool
     bind: str = ""
-    #: a classic job queue: the bus counts lost deliveries in the ``iworkflow-lost`` header
-    counts_deliveries: bool = False
+    #: how deliveries are counted and put back (None: topics, auto-acked)
+    policy: DeliveryPolicy | None = None
     channel: Any = None
     on_message: Any = None
     unsettled: int = 0
     active: bool = True
     started: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    state: str = RECOVERING
+    #: re-establishments in a row since the broker last ended this consumer
+    retries: int = 0
 
     def cancel(self) -> None:
         """Stop new deliveries; messages already handed to the handler may still be acked or rejected."""
         if not self.active:
             return
         self.active = False
+        self.state = CANCELLED
         self.bus._call_soon(lambda: self.bus._stop_consumer(self))
 
     def set_prefetch(self, prefetch: int) -> None:
@@ -200,14 +207,12 @@ class AmqpBus(Bus):
         self._first = threading.Event()
         self._first_error: BaseException | None = None
         self._attempt = 0
-        self._deliveries: _queue.SimpleQueue = _queue.SimpleQueue()
         self._calls: list[Callable[[], None]] = []
         self._calls_lock = threading.Lock()
         self._wake_pending = False
         self._io = threading.Thread(target=self._ioloop.start, name="iworkflow-amqp-io", daemon=True)
-        self._dispatcher = threading.Thread(target=self._dispatch, name="iworkflow-amqp-dispatch", daemon=True)
         self._io.start()
-        self._dispatcher.start()
+        self._dispatcher = Dispatcher("iworkflow-amqp-dispatch")
         self._call_soon(self._connect)
         if not self._first.wait(CONNECT_TIMEOUT + 5) or self._first_error is not None:
             cause = self._first_error or TimeoutError(f"no answer within {CONNECT_TIMEOUT + 5:.0f}s")
@@ -273,7 +278,8 @@ class AmqpBus(Bus):
         if self._attempt:
             logger.warning("reconnected to broker %s", redact_url(self.url))
         self._attempt = 0
-        self._declared = set()
+        self._declared = {self.dead_letter_queue}  # declared (bounded) on a channel of its own
+        conn.channel(on_open_callback=self._declare_dead_letters)
         conn.channel(on_open_callback=self._on_pub_channel)
         conn.channel(on_open_callback=self._on_admin_channel)
         for consumer in list(self._consumers):
@@ -284,13 +290,25 @@ class AmqpBus(Bus):
         self._next_tag = 0
         channel.add_on_close_callback(self._on_pub_closed)
         channel.confirm_delivery(self._on_confirm)
-        channel.queue_declare(self.dead_letter_queue, durable=True)
-        self._declared.add(self.dead_letter_queue)
         self._connected.set()
         self._first.set()
         unsent, self._unsent = self._unsent, []
         for batch in unsent:
             self._send(batch)
+
+    def _declare_dead_letters(self, channel) -> None:
+        """The dead-letter queue, bounded by length and age.  One declared earlier without those bounds cannot
+        be changed by a client: say so (once per connection) and keep using it."""
+
+        def closed(_ch, reason: BaseException) -> None:
+            if isinstance(reason, ChannelClosedByBroker):
+                logger.warning("dead-letter queue %s exists with other arguments and stays unbounded (%s): delete "
+                               "it, or bound it with a broker policy (max-length, message-ttl)", self.dead_letter_queue,
+                               reason)
+
+        channel.add_on_close_callback(closed)
+        channel.queue_declare(self.dead_letter_queue, durable=True, arguments=self._queue_args(self.dead_letter_queue),
+                              callback=lambda _f: channel.close())
 
     def _on_open_error(self, conn, err: BaseException) -> None:
         if not self._first.is_set():
@@ -306,6 +324,7 @@ class AmqpBus(Bus):
         for consumer in self._consumers:
             consumer.channel = None
             consumer.unsettled = 0
+            consumer.state = RECOVERING
         self._requeue_pending()
         if self._closing or isinstance(reason, ConnectionClosedByClient):
             self._fail_all(BrokerError(f"the bus to {redact_url(self.url)} was closed"))
@@ -324,7 +343,8 @@ class AmqpBus(Bus):
     # --- publishing (I/O thread) -------------------------------------------------------------
     def _queue_args(self, name: str) -> dict[str, Any]:
         if name == self.dead_letter_queue:
-            return {}
+            return {"x-max-length": self.settings.dlq_max_length, "x-overflow": "drop-head",
+                    "x-message-ttl": int(self.settings.dlq_ttl * 1000)}
         args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue}
         if name.startswith(self.prefix + JOBS_PREFIX) and self.quorum_jobs:
             args["x-queue-type"] = "quorum"
@@ -428,36 +448,77 @@ class AmqpBus(Bus):
             return
         consumer.channel = channel
         consumer.unsettled = 0
+        channel.add_on_close_callback(lambda ch, reason: self._on_consumer_closed(consumer, ch, reason))
+        channel.add_on_cancel_callback(lambda frame: self._on_consumer_cancelled(consumer, channel))
 
-        def on_close(ch, reason: BaseException) -> None:
-            if consumer.channel is ch:
-                consumer.channel = None
-            if consumer.active and isinstance(reason, ChannelClosedByBroker):
-                consumer.error = BrokerError(f"broker {redact_url(self.url)} closed the consumer of "
-                                             f"{consumer.name}: {reason}")
-                consumer.started.set()
-
-        channel.add_on_close_callback(on_close)
         def on_message(ch, method, props, body: bytes) -> None:
             self._on_message(consumer, ch, method, props, body)
 
         consumer.on_message = on_message
+        self._consume(consumer, channel)
+
+    def _consume(self, consumer: _Consumer, channel) -> None:
+        """(I/O thread) Declare what the consumer reads (its queue, or a topic's exchange and a private queue
+        bound to it) and consume it."""
         if consumer.topic:
             channel.exchange_declare(consumer.name, exchange_type="fanout", durable=True)
 
             def declared(frame) -> None:
                 q = frame.method.queue
                 channel.queue_bind(q, consumer.name)
-                channel.basic_consume(q, on_message, auto_ack=True, callback=lambda _f: consumer.started.set())
+                channel.basic_consume(q, consumer.on_message, auto_ack=True,
+                                      callback=lambda _f: self._consuming(consumer))
 
             channel.queue_declare("", exclusive=True, auto_delete=True, callback=declared)
+            return
+        if consumer.bind:
+            self._declare_backlog(channel, consumer)
         else:
-            if consumer.bind:
-                self._declare_backlog(channel, consumer)
-            else:
-                self._declare_queue(channel, consumer.name)
-            channel.basic_qos(prefetch_count=max(0, consumer.prefetch))
-            channel.basic_consume(consumer.name, on_message, callback=lambda _f: consumer.started.set())
+            self._declare_queue(channel, consumer.name)
+        channel.basic_qos(prefetch_count=max(0, consumer.prefetch))
+        channel.basic_consume(consumer.name, consumer.on_message, callback=lambda _f: self._consuming(consumer))
+
+    def _consuming(self, consumer: _Consumer) -> None:
+        if consumer.state == RECOVERING and consumer.started.is_set():
+            logger.warning("consuming %s again", consumer.name)
+        consumer.state = CONSUMING
+        consumer.retries = 0
+        consumer.error = None
+        consumer.started.set()
+
+    def _on_consumer_cancelled(self, consumer: _Consumer, channel) -> None:
+        """(I/O thread) The broker cancelled the consumer (its queue was deleted, or an operator cancelled it):
+        declare the queue again and consume it again on the same channel."""
+        if not consumer.active or channel is not consumer.channel or not channel.is_open:
+            return
+        consumer.state = RECOVERING
+        self._declared.discard(consumer.name)
+        logger.warning("broker %s cancelled the consumer of %s (queue deleted?); declaring it and consuming again",
+                       redact_url(self.url), consumer.name)
+        self._consume(consumer, channel)
+
+    def _on_consumer_closed(self, consumer: _Consumer, channel, reason: BaseException) -> None:
+        """(I/O thread) A consumer's channel closed: the broker refused something (first start: the caller gets
+        the error) or ended the channel later (re-established with backoff, then given up as lost)."""
+        if consumer.channel is channel:
+            consumer.channel = None
+        if not consumer.active or not isinstance(reason, ChannelClosedByBroker):
+            return
+        consumer.error = BrokerError(f"broker {redact_url(self.url)} closed the consumer of {consumer.name}: {reason}")
+        if not consumer.started.is_set():
+            consumer.state = LOST
+            consumer.started.set()
+            return
+        consumer.retries += 1
+        if consumer.retries > CONSUMER_RETRIES:
+            consumer.state = LOST
+            logger.error("giving up consuming %s after %d attempts: %s", consumer.name, CONSUMER_RETRIES,
+                         consumer.error)
+            return
+        consumer.state = RECOVERING
+        delay = _reconnect_delay(consumer.retries)
+        logger.warning("%s; consuming it again in %.1fs", consumer.error, delay)
+        self._ioloop.call_later(delay, lambda: self._start_consumer(consumer))
 
     def _declare_backlog(self, channel, consumer: _Consumer) -> None:
         """A durable queue bound to a topic's exchange, bounded so an absent consumer cannot fill the broker."""
@@ -468,40 +529,39 @@ class AmqpBus(Bus):
         channel.queue_bind(consumer.name, consumer.bind)
 
     def _on_message(self, consumer: _Consumer, channel, method, props, body: bytes) -> None:
-        headers = props.headers or {}
-        if consumer.counts_deliveries:
-            lost = int(headers.get(LOST, 0) or 0)
-            if method.redelivered:  # the consumer holding it vanished: count the lost delivery, hand out a copy
-                self._move(channel, method.delivery_tag, consumer.name, body, lost + 1)
-                return
-            if not consumer.active:
-                self._move(channel, method.delivery_tag, consumer.name, body, lost)
-                return
-            count = lost + 1
-            redelivered = bool(headers.get(REQUEUED))
-        elif not consumer.topic and not consumer.active:
-            channel.basic_reject(method.delivery_tag, requeue=True)
+        if consumer.policy is None:  # a topic: auto-acked
+            self._dispatcher.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body, False, 1)))
             return
+        headers = props.headers or {}
+        count = headers.get("x-delivery-count")
+        arrival = Arrival(body, broker_redelivered=bool(method.redelivered), lost=int(headers.get(LOST_HEADER, 0) or 0),
+                          requeued=bool(headers.get(REQUEUED)), broker_count=None if count is None else int(count))
+        decision = consumer.policy.on_arrival(arrival, consumer.active)
+        if isinstance(decision, PutBack):
+            self._put_back(channel, method.delivery_tag, consumer.name, decision.copies)
+        elif isinstance(decision, GiveBack):
+            channel.basic_reject(method.delivery_tag, requeue=True)
         else:
-            count = 1 + int(headers.get("x-delivery-count", 0) or 0) if "x-delivery-count" in headers else (
-                0 if method.redelivered else 1)
-            redelivered = bool(method.redelivered)
-        if not consumer.topic:
             consumer.unsettled += 1
-        self._deliveries.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body, redelivered,
-                                                     count)))
+            self._dispatcher.put((consumer, AmqpDelivery(consumer, channel, method.delivery_tag, body,
+                                                         decision.redelivered, decision.count)))
 
-    def _move(self, channel, tag: int, queue: str, body: bytes, lost: int) -> None:
-        """(I/O thread) Publish a copy carrying ``lost``, then ack the original on its channel.  If the copy is
-        refused or the channel closes first, the broker still holds the original: at least once."""
-        batch = _Batch("", queue, [body], persistent=True, headers={LOST: lost, REQUEUED: 1})
+    def _put_back(self, channel, tag: int, queue: str, copies: tuple[tuple[bytes, int], ...]) -> None:
+        """(I/O thread) Publish the copies (each with its ``iworkflow-lost``), then ack the original on its channel.
+        If a copy is refused or the channel closes first, the broker still holds the original: at least once."""
+        left = [len(copies)]
+        failed = [False]
 
         def copied(f: Future) -> None:
-            if f.exception() is None and channel.is_open:
+            failed[0] = failed[0] or f.exception() is not None
+            left[0] -= 1
+            if left[0] == 0 and not failed[0] and channel.is_open:
                 channel.basic_ack(tag)
 
-        batch.future.add_done_callback(copied)
-        self._send(batch)
+        for body, lost in copies:
+            batch = _Batch("", queue, [body], persistent=True, headers={LOST_HEADER: lost, REQUEUED: 1})
+            batch.future.add_done_callback(copied)
+            self._send(batch)
 
     def _reconsume(self, consumer: _Consumer) -> None:
         channel = consumer.channel
@@ -523,21 +583,6 @@ class AmqpBus(Bus):
         else:
             for tag in list(channel.consumer_tags):
                 channel.basic_cancel(tag)
-
-    def _dispatch(self) -> None:
-        while True:
-            item = self._deliveries.get()
-            if item is None:
-                return
-            consumer, delivery = item
-            if not consumer.active:
-                delivery.reject(requeue=True)
-                continue
-            try:
-                consumer.handler(delivery)
-            except Exception:
-                logger.exception("bus handler for %s failed; message requeued", delivery.destination)
-                delivery.reject(requeue=not delivery.redelivered)
 
     # --- the Bus interface ---------------------------------------------------------------------
     def publish(self, queue: str, body: bytes) -> None:
@@ -566,8 +611,9 @@ class AmqpBus(Bus):
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int = 1, wait: bool = True) -> Subscription:
         counts = not self.quorum_jobs and queue.startswith(JOBS_PREFIX)
+        policy = DeliveryPolicy(counts, self.settings.secret_bytes if queue.startswith(JOBS_PREFIX) else None)
         return self._add_consumer(_Consumer(self, self.prefix + queue, handler, prefetch, topic=False,
-                                            counts_deliveries=counts), wait)
+                                            policy=policy), wait)
 
     def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return self._add_consumer(_Consumer(self, self.prefix + topic, handler, 0, topic=True))
@@ -575,7 +621,7 @@ class AmqpBus(Bus):
     def subscribe_durable(self, topic: str, name: str, handler: Handler, *, prefetch: int = 500) -> Subscription:
         """Queue ``<p><topic>.<name>``, bound to the topic's fanout exchange (see ``_declare_backlog``)."""
         return self._add_consumer(_Consumer(self, f"{self.prefix}{topic}.{name}", handler, prefetch, topic=False,
-                                            bind=self.prefix + topic))
+                                            bind=self.prefix + topic, policy=DeliveryPolicy(False)))
 
     def _add_consumer(self, consumer: _Consumer, wait: bool = True) -> _Consumer:
         self._check_open()
@@ -590,7 +636,7 @@ class AmqpBus(Bus):
         if self._connected.is_set() and not consumer.started.wait(CONSUME_TIMEOUT):
             logger.warning("consumer of %s not confirmed by the broker within %.0fs; it starts when the broker "
                            "answers", consumer.name, CONSUME_TIMEOUT)
-        if consumer.error is not None:
+        if consumer.error is not None and consumer.state == LOST:
             consumer.cancel()
             raise consumer.error
         return consumer
@@ -660,9 +706,7 @@ class AmqpBus(Bus):
             if self._io.is_alive():
                 self._call_soon(self._ioloop.stop)
                 self._io.join(timeout=2)
-        self._deliveries.put(None)
-        if threading.current_thread() is not self._dispatcher:
-            self._dispatcher.join(timeout=5)
+        self._dispatcher.stop()
 
     def __repr__(self) -> str:
         return f"<AmqpBus {redact_url(self.url)} prefix={self.prefix!r}>"

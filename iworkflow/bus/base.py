@@ -31,9 +31,16 @@ class Delivery(ABC):
 Handler = Callable[[Delivery], None]
 
 
+#: states of a subscription: taking messages; being re-established (connection lost, queue deleted, consumer
+#: cancelled by the broker); given up (see ``error``); cancelled by its owner
+CONSUMING, RECOVERING, LOST, CANCELLED = "consuming", "recovering", "lost", "cancelled"
+
+
 class Subscription(ABC):
     #: why the broker ended this subscription (set when it refused or closed it), else None
     error: BaseException | None = None
+    #: one of CONSUMING, RECOVERING, LOST, CANCELLED (health endpoints report it)
+    state: str = CONSUMING
 
     @abstractmethod
     def cancel(self) -> None: ...

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from .base import Bus, Delivery, Handler, Subscription
+from .base import CANCELLED, LOST, Bus, Delivery, Handler, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class _Consumer(Subscription):
     active: bool = True
 
     def cancel(self) -> None:
+        self.state = CANCELLED
         self.queue.remove(self)
 
     def set_prefetch(self, prefetch: int) -> None:
@@ -88,9 +89,11 @@ class _Queue:
 class MemoryBus(Bus):
     """Queues and topics inside one process; one dispatcher thread calls the handlers in order."""
 
-    def __init__(self, url: str = "memory://", dead_letter_queue: str = "dlq"):
+    def __init__(self, url: str = "memory://", dead_letter_queue: str = "dlq", dead_letter_max: int = 100_000):
         self.url = url
         self.dead_letter_queue = dead_letter_queue
+        #: the dead letters kept at most (the oldest dropped first), as the brokers' dead-letter queues
+        self.dead_letter_max = dead_letter_max
         self._cond = threading.Condition()
         self._queues: dict[str, _Queue] = {}
         self._topics: dict[str, list[_TopicSub]] = {}
@@ -116,6 +119,10 @@ class MemoryBus(Bus):
         logger.warning("message dead-lettered to %s", self.dead_letter_queue)
         if not self._closed:
             self._enqueue(self.dead_letter_queue, body)
+            with self._cond:
+                dead = self._queue(self.dead_letter_queue).messages
+                while len(dead) > self.dead_letter_max:
+                    dead.popleft()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -162,6 +169,7 @@ class MemoryBus(Bus):
             if q is not None:
                 for c in q.consumers:
                     c.active = False
+                    c.state = LOST
 
     def queue_depth(self, queue: str) -> int:
         with self._cond:

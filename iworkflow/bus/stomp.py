@@ -5,16 +5,16 @@ receipt (a batch is pipelined and waited for once), handlers run on a dispatcher
 supervisor thread reconnects with backoff when the broker drops the connection.
 
 STOMP has no requeue or dead-letter verb that behaves the same on every broker (ActiveMQ's NACK
-means "poison"), so ``reject`` is a transaction: SEND a copy (back to the queue, or to ``<p>dlq``)
-and ACK the original.  ActiveMQ only says ``redelivered:true`` when it hands out again a message
-whose consumer vanished; the bus then re-sends it with ``iworkflow-lost`` (deliveries lost so far)
-incremented, which is where ``delivery_count`` comes from.  STOMP cannot delete a queue:
-``delete_queue`` drains it, and ActiveMQ garbage-collects the empty destination (see .ci/activemq.sh).
+means "poison"), so putting a message back is a transaction: SEND the copies (back to the queue, or to
+``<p>dlq``) and ACK the original.  Which copies is the shared policy of ``delivery.py``: ActiveMQ only
+says ``redelivered:true`` when it hands out again a message whose consumer vanished, and the copy then
+carries ``iworkflow-lost`` incremented (``delivery_count``); a lost bundle goes back one job per message.
+Dead letters carry an ``expiration`` of ``dlq_ttl``.  STOMP cannot delete a queue: ``delete_queue``
+drains it, and ActiveMQ garbage-collects the empty destination (see .ci/activemq.sh).
 """
 from __future__ import annotations
 
 import logging
-import queue as _queue
 import re
 import socket
 import threading
@@ -33,7 +33,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponen
 
 from ..config import Settings, redact_url
 from ..errors import BrokerError, ConfigurationError
-from .base import Bus, Delivery, Handler, Subscription, report_sent
+from .base import CANCELLED, CONSUMING, RECOVERING, Bus, Delivery, Handler, Subscription, report_sent
+from .delivery import LOST, REQUEUED, Arrival, DeliveryPolicy, Dispatcher, HandOver, PutBack
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ RECEIPT_TIMEOUT = 60.0
 HEARTBEATS = (10000, 10000)
 UNBOUNDED_PREFETCH = 65535
 DRAIN_TIMEOUT = 5.0
-LOST = "iworkflow-lost"
-REQUEUED = "iworkflow-redelivered"
 
 
 class StompDelivery(Delivery):
@@ -98,8 +97,12 @@ class StompDelivery(Delivery):
         if not self._settled:
             self._settled = True
             bus = self._consumer.bus
-            target = self._consumer.destination if requeue else bus._dest(bus.dead_letter_queue)
-            bus._move(self, target, {LOST: str(self._lost), REQUEUED: "true"})
+            if requeue:
+                decision = self._consumer.policy.on_requeue(self.body, self.delivery_count)
+                assert isinstance(decision, PutBack)  # STOMP queues always count: never the broker's requeue
+                bus._put_back(self, decision.copies)
+            else:
+                bus._move(self, [(bus._dest(bus.dead_letter_queue), self.body, bus._dead_letter_headers(self._lost))])
             self._consumer.settled()
 
 
@@ -113,9 +116,11 @@ class _Consumer(Subscription):
     handler: Handler
     prefetch: int
     topic: bool
+    policy: DeliveryPolicy | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     unsettled: int = 0
     active: bool = True
+    state: str = CONSUMING
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cancel(self) -> None:
@@ -124,6 +129,7 @@ class _Consumer(Subscription):
             if not self.active:
                 return
             self.active = False
+            self.state = CANCELLED
             idle = self.unsettled <= 0
         if idle or self.topic:
             self.bus._unsubscribe(self)
@@ -144,7 +150,7 @@ class _Listener(stomp.ConnectionListener):
         self.gen = gen
 
     def on_message(self, frame) -> None:
-        self.bus._deliveries.put((self.gen, frame))
+        self.bus._dispatcher.put((self.gen, frame))
 
     def on_receipt(self, frame) -> None:
         self.bus._receipt(frame.headers.get("receipt-id", ""), None)
@@ -193,15 +199,14 @@ class StompBus(Bus):
         self._closing = False
         self._consumers: dict[str, _Consumer] = {}
         self._pending: dict[str, _Pending] = {}
-        self._deliveries: _queue.SimpleQueue = _queue.SimpleQueue()
+        self._dispatcher = Dispatcher("iworkflow-stomp-dispatch", prepare=self._take)
         self._lost = threading.Event()
         try:
             self._open()
         except Exception as err:  # noqa: BLE001 - any failure to connect is reported with the URL
+            self._dispatcher.stop()
             raise BrokerError(f"cannot connect to broker {redact_url(url)}: {self._cause(err)}") from None
-        self._dispatcher = threading.Thread(target=self._dispatch, name="iworkflow-stomp-dispatch", daemon=True)
         self._supervisor = threading.Thread(target=self._supervise, name="iworkflow-stomp-reconnect", daemon=True)
-        self._dispatcher.start()
         self._supervisor.start()
 
     def _cause(self, err: BaseException) -> str:
@@ -238,6 +243,9 @@ class StompBus(Bus):
             pending = list(self._pending.items())
         for consumer in consumers:
             self._send_subscribe(conn, consumer)
+            if consumer.state == RECOVERING:
+                consumer.state = CONSUMING
+                logger.warning("consuming %s again", consumer.destination)
         for rid, item in pending:  # unconfirmed sends go out again (at-least-once)
             if item.destination:
                 conn.send(item.destination, item.body, headers={**item.headers, "receipt": rid})
@@ -251,6 +259,7 @@ class StompBus(Bus):
             for consumer in self._consumers.values():
                 with consumer.lock:
                     consumer.unsettled = 0
+                    consumer.state = RECOVERING
         logger.warning("lost broker %s; reconnecting", redact_url(self.url))
         self._lost.set()
 
@@ -385,8 +394,16 @@ class StompBus(Bus):
         except StompException as err:
             logger.warning("ack on %s lost (%s); the broker will redeliver", delivery.destination, err)
 
-    def _move(self, delivery: StompDelivery, target: str, headers: dict[str, str]) -> None:
-        """Atomically send a copy to target and ack the original (requeue, dead-letter, recount)."""
+    def _dead_letter_headers(self, lost: int) -> dict[str, str]:
+        expires = str(int((time.time() + self.settings.dlq_ttl) * 1000))  # the dead letters are bounded by age
+        return {LOST: str(lost), REQUEUED: "true", "expiration": expires}
+
+    def _put_back(self, delivery: StompDelivery, copies: tuple[tuple[bytes, int], ...]) -> None:
+        target = delivery._consumer.destination
+        self._move(delivery, [(target, body, {LOST: str(lost), REQUEUED: "true"}) for body, lost in copies])
+
+    def _move(self, delivery: StompDelivery, copies: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        """Atomically send the copies and ack the original (requeue, dead-letter, recount, split)."""
         with self._lock:
             conn = self._conn if delivery._gen == self._gen else None
         if conn is None:
@@ -394,52 +411,40 @@ class StompBus(Bus):
         tx = uuid.uuid4().hex
         try:
             conn.begin(transaction=tx)
-            conn.send(target, delivery.body, headers={"persistent": "true", "transaction": tx, **headers})
+            for target, body, headers in copies:
+                conn.send(target, body, headers={"persistent": "true", "transaction": tx, **headers})
             conn.ack(delivery._message_id, delivery._consumer.id, transaction=tx)
             self._send_frame("commit", transaction=tx)
         except (StompException, BrokerError) as err:
-            logger.warning("moving a message from %s to %s failed (%s); the broker will redeliver it",
-                           delivery.destination, target, err)
+            logger.warning("putting back a message from %s failed (%s); the broker will redeliver it",
+                           delivery.destination, err)
 
-    def _dispatch(self) -> None:
-        while True:
-            item = self._deliveries.get()
-            if item is None:
-                return
-            gen, frame = item
-            headers = frame.headers
-            with self._lock:
-                consumer = self._consumers.get(headers.get("subscription", ""))
-            if consumer is None:
-                continue  # unsubscribed: the broker takes unacked messages back
-            body = frame.body if isinstance(frame.body, bytes) else str(frame.body).encode()
-            lost = int(headers.get(LOST, 0) or 0)
-            broker_redelivered = headers.get("redelivered") == "true"
-            delivery = StompDelivery(consumer, gen, headers.get("message-id", ""), body,
-                                     broker_redelivered or headers.get(REQUEUED) == "true", lost)
-            if consumer.topic:
-                self._call(consumer, delivery)
-                continue
-            with consumer.lock:
-                consumer.unsettled += 1
-                active = consumer.active
-            if broker_redelivered:
-                # a consumer holding it vanished: count the lost delivery and hand out the copy
-                delivery._settled = True
-                self._move(delivery, consumer.destination, {LOST: str(lost + 1), REQUEUED: "true"})
-                consumer.settled()
-            elif not active:
-                delivery.reject(requeue=True)
-            else:
-                self._call(consumer, delivery)
-
-    @staticmethod
-    def _call(consumer: _Consumer, delivery: StompDelivery) -> None:
-        try:
-            consumer.handler(delivery)
-        except Exception:
-            logger.exception("bus handler for %s failed; message requeued", delivery.destination)
-            delivery.reject(requeue=not delivery.redelivered)
+    def _take(self, item: tuple[int, Any]) -> tuple[_Consumer, StompDelivery] | None:
+        """(dispatcher thread) A frame from the broker: hand it over, or put it back as the policy says."""
+        gen, frame = item
+        headers = frame.headers
+        with self._lock:
+            consumer = self._consumers.get(headers.get("subscription", ""))
+        if consumer is None:
+            return None  # unsubscribed: the broker takes unacked messages back
+        body = frame.body if isinstance(frame.body, bytes) else str(frame.body).encode()
+        lost = int(headers.get(LOST, 0) or 0)
+        if consumer.policy is None:  # a topic: auto-acked
+            return consumer, StompDelivery(consumer, gen, headers.get("message-id", ""), body, False, lost)
+        arrival = Arrival(body, broker_redelivered=headers.get("redelivered") == "true", lost=lost,
+                          requeued=headers.get(REQUEUED) == "true")
+        with consumer.lock:
+            consumer.unsettled += 1
+            active = consumer.active
+        decision = consumer.policy.on_arrival(arrival, active)
+        delivery = StompDelivery(consumer, gen, headers.get("message-id", ""), body,
+                                 isinstance(decision, HandOver) and decision.redelivered, lost)
+        if isinstance(decision, PutBack):
+            delivery._settled = True
+            self._put_back(delivery, decision.copies)
+            consumer.settled()
+            return None
+        return consumer, delivery
 
     # --- the Bus interface ---------------------------------------------------------------------
     def publish(self, queue: str, body: bytes) -> None:
@@ -471,7 +476,12 @@ class StompBus(Bus):
         return {"expiration": expires}
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int = 1, wait: bool = True) -> Subscription:
-        return self._add(_Consumer(self, queue, self._dest(queue), handler, prefetch, topic=False), wait)
+        return self._add(_Consumer(self, queue, self._dest(queue), handler, prefetch, topic=False,
+                                   policy=self._policy(queue)), wait)
+
+    def _policy(self, queue: str) -> DeliveryPolicy:
+        """Every STOMP queue counts lost deliveries; on job queues a lost bundle is split into its jobs."""
+        return DeliveryPolicy(True, self.settings.secret_bytes if queue.startswith("jobs.") else None)
 
     def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return self._add(_Consumer(self, topic, self._dest(topic, topic=True), handler, 0, topic=True))
@@ -482,7 +492,8 @@ class StompBus(Bus):
         if not name or "." in name:
             raise ValueError(f"durable subscription name must be one word without dots, got {name!r}")
         destination = f"/queue/Consumer.{name}.VirtualTopic.{self.prefix}{topic}"
-        return self._add(_Consumer(self, f"{topic}.{name}", destination, handler, prefetch, topic=False))
+        return self._add(_Consumer(self, f"{topic}.{name}", destination, handler, prefetch, topic=False,
+                                   policy=self._policy(topic)))
 
     def _add(self, consumer: _Consumer, wait: bool = True) -> _Consumer:
         with self._lock:
@@ -520,7 +531,8 @@ class StompBus(Bus):
                 reached.set()
 
         self._send_all(destination, [sentinel], {"persistent": "false"})
-        sub = self._add(_Consumer(self, queue, destination, take, UNBOUNDED_PREFETCH, topic=False))
+        sub = self._add(_Consumer(self, queue, destination, take, UNBOUNDED_PREFETCH, topic=False,
+                                  policy=DeliveryPolicy(True)))
         if not reached.wait(DRAIN_TIMEOUT):
             logger.warning("draining %s: sentinel not back within %.0fs (another consumer took it?)",
                            destination, DRAIN_TIMEOUT)
@@ -545,10 +557,9 @@ class StompBus(Bus):
             except StompException:
                 pass
         self._lost.set()
-        self._deliveries.put(None)
-        for thread in (self._dispatcher, self._supervisor):
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
+        self._dispatcher.stop()
+        if self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=5)
 
     def __repr__(self) -> str:
         return f"<StompBus {redact_url(self.url)} prefix={self.prefix!r}>"

@@ -38,7 +38,7 @@ class Deployment:
 
     def start_worker(self, slots: int = 2, **env: str) -> subprocess.Popen:
         log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")
-        proc = subprocess.Popen([*CLI, "--log-level", "INFO", "worker", "--broker", self.url, "--queue", self.queue,
+        proc = subprocess.Popen([*CLI, "--log-level", "INFO", "worker", "--queue", self.queue,
                                  "--slots", str(slots)], stdout=subprocess.PIPE, stderr=log,
                                 env={**self.env, **env})
         self.workers.append(proc)
@@ -143,8 +143,8 @@ def test_tampered_and_unsigned_jobs_are_dead_lettered_and_the_worker_keeps_servi
 def test_worker_with_a_wrong_broker_url_fails_fast_naming_the_url(kind):
     url = {"rabbitmq": "amqp://guest:hunter2@127.0.0.1:1/", "activemq": "stomp://admin:hunter2@127.0.0.1:1"}[kind]
     start = time.monotonic()
-    proc = subprocess.run([*CLI, "worker", "--broker", url, "--queue", "q"], capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run([*CLI, "worker", "--queue", "q"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "IWORKFLOW_BROKER": url})
     assert time.monotonic() - start < 15
     assert proc.returncode == 2
     assert url.replace("hunter2", "***") in proc.stderr

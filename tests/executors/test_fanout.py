@@ -39,8 +39,8 @@ def fan_out(n: int) -> MapResult:
 def _broker_workers(queue: str, prefix: str, timeout: float = 60.0) -> list[subprocess.Popen]:
     """Start two ``iworkflow worker`` processes and wait until each says it is ready."""
     cli = shutil.which("iworkflow", path=os.path.dirname(sys.executable)) or "iworkflow"
-    env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix)
-    procs = [subprocess.Popen([cli, "worker", "--broker", RABBITMQ_URL, "--queue", queue, "--slots", "1"],
+    env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix, IWORKFLOW_BROKER=RABBITMQ_URL)  # not in `ps`
+    procs = [subprocess.Popen([cli, "worker", "--queue", queue, "--slots", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
              for _ in range(2)]
     for proc in procs:

@@ -218,8 +218,11 @@ def test_a_worker_dead_letters_every_fuzzed_job_message_and_never_crashes(live_w
 
 
 def test_the_fuzzed_worker_still_runs_a_valid_job(live_worker: _LiveWorker) -> None:
-    """After the fuzzing (this module's worker), a valid job runs and its result comes back."""
-    live_worker.bus.publish(jobs_destination("fuzz"), VALID_JOB)
+    """After the fuzzing (this module's worker), a valid job runs and its result comes back (a fresh message:
+    ``VALID_JOB`` is dated 2023, so a worker refuses it as a replay)."""
+    payload = JobPayload(func=serialization.dumps(abs), func_digest="abs", args=serialization.dumps(((-3,), {})))
+    fresh = encode_payload("job", payload, SECRET, workflow_id="wf", work_id="fuzz-work", job_key="k", attempt=1)
+    live_worker.bus.publish(jobs_destination("fuzz"), fresh)
     assert live_worker.wait(live_worker.results, 1, timeout=30), "the valid job's result arrived"
     _env, result = decode_payload(live_worker.results[-1], SECRET, "result")
     assert isinstance(result, ResultPayload) and result.ok and serialization.loads(result.value) == 3

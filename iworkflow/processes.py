@@ -1,0 +1,115 @@
+"""Process trees of runner processes: what a job starts ends with the job.
+
+A runner process makes itself a *child subreaper* (Linux ``PR_SET_CHILD_SUBREAPER``), so a daemon that a
+job double-forks (or starts in a new session) is re-parented to the runner instead of init; after every job
+the runner kills whatever is left below it (:func:`kill_children`).  Whoever kills a runner kills its whole
+tree (:func:`kill_tree`), not only its process group.  Elsewhere (no ``/proc``) only process groups are used.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+logger = logging.getLogger(__name__)
+
+PR_SET_CHILD_SUBREAPER = 36
+#: rounds of kill-and-reap after a job: each round catches the grandchildren re-parented by the last
+KILL_ROUNDS = 20
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux only); False where the kernel cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def has_children() -> bool:
+    """Whether this process has any child, running or exited (one system call: cheap after every job)."""
+    if not hasattr(os, "waitid"):
+        return False
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from ``/proc/<pid>/task/*/children``; empty where unavailable)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found.extend(int(p) for p in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        below = children(todo.pop())
+        out.extend(below)
+        todo.extend(below)
+    return out
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_children() -> int:
+    """(In a runner, between jobs) SIGKILL every descendant of this process and reap them; returns how many."""
+    me = os.getpid()
+    killed: set[int] = set()
+    for _ in range(KILL_ROUNDS):
+        below = descendants(me)
+        if not below:
+            break
+        for pid in below:
+            _kill(pid)
+        killed.update(below)
+        _reap()
+    _reap()
+    return len(killed)
+
+
+def _reap() -> None:
+    """Collect the exit status of finished children (zombies), never blocking."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a runner process, its process group and every descendant found under it."""
+    below = descendants(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _kill(pid)
+    for child in below:
+        _kill(child)
