@@ -57,10 +57,11 @@ if ! grep -q "transport.tcpNoDelay=true" "$XML"; then
 fi
 if ! grep -q "gcInactiveDestinations" "$XML"; then
     # STOMP cannot delete a queue: the bus drains a finished work's results queue and ActiveMQ
-    # removes destinations that stay empty and unconsumed for a minute.
+    # removes destinations that stay empty and unconsumed for a minute.  Expired messages (dead letters
+    # past dlq_ttl) are dropped instead of being kept in ActiveMQ.DLQ.
     echo "activemq: enabling garbage collection of inactive destinations"
     sed -i 's#<broker xmlns="http://activemq.apache.org/schema/core"#<broker xmlns="http://activemq.apache.org/schema/core" schedulePeriodForDestinationPurge="30000"#' "$XML"
-    sed -i 's#<persistenceAdapter>#<destinationPolicy><policyMap><policyEntries>\n            <policyEntry queue=">" gcInactiveDestinations="true" inactiveTimoutBeforeGC="60000"/>\n        </policyEntries></policyMap></destinationPolicy>\n        <persistenceAdapter>#' "$XML"
+    sed -i 's#<persistenceAdapter>#<destinationPolicy><policyMap><policyEntries>\n            <policyEntry queue=">" gcInactiveDestinations="true" inactiveTimoutBeforeGC="60000"><deadLetterStrategy><sharedDeadLetterStrategy processExpired="false"/></deadLetterStrategy></policyEntry>\n        </policyEntries></policyMap></destinationPolicy>\n        <persistenceAdapter>#' "$XML"
     CHANGED=1
 fi
 

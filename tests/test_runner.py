@@ -51,6 +51,24 @@ def test_a_job_past_max_walltime_is_killed_and_fails_saying_so(embedded):
         overrun()
 
 
+@work(max_walltime=1)
+def sleeps_past_walltime():
+    import time
+
+    time.sleep(30)
+
+
+def test_a_job_past_max_walltime_on_the_pool_path_is_killed_and_fails_saying_so(embedded):
+    """No ``init_env``: the job runs in a long-lived pool process, which is killed (and replaced) at the walltime."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="max_walltime=1"):
+        sleeps_past_walltime()
+    assert time.monotonic() - started < 5
+    assert read_foo() == "from-init-env", "the pool keeps serving"
+
+
 def test_a_failed_jobs_error_carries_the_tail_of_its_output(embedded):
     from iworkflow import Work
 

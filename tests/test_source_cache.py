@@ -186,3 +186,30 @@ def test_rapid_edits_of_the_same_size_always_change_the_digest(tree, tmp_path):
     for i in range(30):
         (tree / "pkg" / "helpers.py").write_text(f"VALUE = {i % 10}\n")
         assert store.add_tree(tree) == pack(tree)[0]
+
+
+def _zeros_tarball(size: int) -> bytes:
+    """A gzip-compressed tarball of a few KiB whose one member unpacks to ``size`` bytes."""
+    import gzip
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        member = tarfile.TarInfo("zeros.bin")
+        member.size = size
+        tar.addfile(member, io.BytesIO(bytes(size)))
+    return gzip.compress(raw.getvalue(), compresslevel=9)
+
+
+def test_an_archive_bomb_is_refused_before_its_data_is_written(tmp_path):
+    bomb = _zeros_tarball(32 * 2**20)
+    assert len(bomb) < 2**20
+    with pytest.raises(UnsafeArchiveError, match="max_unpacked_source_mb"):
+        safe_extract(bomb, tmp_path / "t", max_bytes=4 * 2**20)
+    assert not any(p.is_file() for p in (tmp_path / "t").rglob("*"))
+
+
+def test_the_unpacked_size_bound_defaults_to_ten_times_the_source_limit():
+    from iworkflow.config import load_settings
+
+    assert load_settings(max_source_mb=3).unpacked_source_limit == 30 * 2**20
+    assert load_settings(max_source_mb=3, max_unpacked_source_mb=5).unpacked_source_limit == 5 * 2**20

@@ -52,16 +52,17 @@ HEARTBEAT = 20
 RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
 JOBS_PREFIX = "jobs."
 RESULTS_PREFIX = "results."
-#: how often a consumer the broker ended is re-established before its subscription is given up
-CONSUMER_RETRIES = 6
+#: how often (and how patiently) a consumer the broker ended is re-established before it is given up as lost
+CONSUMER_RETRIES = 5
+CONSUMER_RETRY_WAIT = wait_exponential(multiplier=0.25, max=4.0) + wait_random(0, 0.25)
 #: a results queue nobody has consumed for a day belongs to a driver that is gone
 RESULTS_QUEUE_EXPIRES_MS = 24 * 3600 * 1000
 
 
-def _reconnect_delay(attempt: int) -> float:
+def _reconnect_delay(attempt: int, wait=RECONNECT_WAIT) -> float:
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
     state.attempt_number = attempt
-    return RECONNECT_WAIT(state)
+    return wait(state)
 
 
 @dataclass(eq=False)
@@ -289,6 +290,7 @@ class AmqpBus(Bus):
         self._pub = channel
         self._next_tag = 0
         channel.add_on_close_callback(self._on_pub_closed)
+        channel.add_on_return_callback(self._on_returned)
         channel.confirm_delivery(self._on_confirm)
         self._connected.set()
         self._first.set()
@@ -372,9 +374,39 @@ class AmqpBus(Bus):
             self._declared.add(batch.exchange)
         props = pika.BasicProperties(delivery_mode=2 if batch.persistent else 1, headers=batch.headers)
         for body in batch.bodies:
-            channel.basic_publish(batch.exchange, batch.routing_key, body, props)
+            # a message for a queue is mandatory: if the queue was deleted meanwhile, the broker returns it
+            channel.basic_publish(batch.exchange, batch.routing_key, body, props, mandatory=not batch.exchange)
             self._next_tag += 1
             self._pending[self._next_tag] = batch
+
+    def _on_returned(self, channel, method, props, body: bytes) -> None:
+        """(I/O thread) The broker returned a message: its queue no longer exists (deleted by someone).  Declare
+        the queue again and send the message again; its batch completes with the new copy's confirm (the
+        broker still acks the returned one, which counts as the copy's place)."""
+        if method.exchange or channel is not self._pub:
+            return
+        batch = next((b for b in self._pending.values() if b.routing_key == method.routing_key and body in b.bodies),
+                     None)
+        if batch is None or batch.future.done():
+            return
+        logger.warning("broker %s returned a message for %s (queue deleted?); declaring it and sending again",
+                       redact_url(self.url), method.routing_key)
+        self._declared.discard(method.routing_key)
+        again = _Batch("", method.routing_key, [body], batch.persistent, headers=props.headers)
+        batch.remaining += 1
+
+        def resent(f: Future) -> None:
+            if batch.future.done():
+                return
+            if f.exception() is not None:
+                batch.future.set_exception(f.exception())
+                return
+            batch.remaining -= 1
+            if batch.remaining <= 0:
+                batch.future.set_result(None)
+
+        again.future.add_done_callback(resent)
+        self._send(again)
 
     def _on_confirm(self, frame) -> None:
         method = frame.method
@@ -516,7 +548,7 @@ class AmqpBus(Bus):
                          consumer.error)
             return
         consumer.state = RECOVERING
-        delay = _reconnect_delay(consumer.retries)
+        delay = _reconnect_delay(consumer.retries, CONSUMER_RETRY_WAIT)
         logger.warning("%s; consuming it again in %.1fs", consumer.error, delay)
         self._ioloop.call_later(delay, lambda: self._start_consumer(consumer))
 

@@ -9,7 +9,7 @@ means "poison"), so putting a message back is a transaction: SEND the copies (ba
 ``<p>dlq``) and ACK the original.  Which copies is the shared policy of ``delivery.py``: ActiveMQ only
 says ``redelivered:true`` when it hands out again a message whose consumer vanished, and the copy then
 carries ``iworkflow-lost`` incremented (``delivery_count``); a lost bundle goes back one job per message.
-Dead letters carry an ``expiration`` of ``dlq_ttl``.  STOMP cannot delete a queue: ``delete_queue``
+Dead letters expire after ``dlq_ttl`` (ActiveMQ's ``expires`` header: when, in ms since the epoch).  STOMP cannot delete a queue: ``delete_queue``
 drains it, and ActiveMQ garbage-collects the empty destination (see .ci/activemq.sh).
 """
 from __future__ import annotations
@@ -58,6 +58,8 @@ RECEIPT_TIMEOUT = 60.0
 HEARTBEATS = (10000, 10000)
 UNBOUNDED_PREFETCH = 65535
 DRAIN_TIMEOUT = 5.0
+#: ActiveMQ's STOMP header for a message's JMSExpiration (ms since the epoch; "expiration" is not read)
+EXPIRES = "expires"
 
 
 class StompDelivery(Delivery):
@@ -396,7 +398,7 @@ class StompBus(Bus):
 
     def _dead_letter_headers(self, lost: int) -> dict[str, str]:
         expires = str(int((time.time() + self.settings.dlq_ttl) * 1000))  # the dead letters are bounded by age
-        return {LOST: str(lost), REQUEUED: "true", "expiration": expires}
+        return {LOST: str(lost), REQUEUED: "true", EXPIRES: expires}
 
     def _put_back(self, delivery: StompDelivery, copies: tuple[tuple[bytes, int], ...]) -> None:
         target = delivery._consumer.destination
@@ -473,7 +475,7 @@ class StompBus(Bus):
 
     def _broadcast_headers(self) -> dict[str, str]:
         expires = str(int((time.time() + self.settings.event_backlog_ttl) * 1000))  # bounds durable backlogs
-        return {"expiration": expires}
+        return {EXPIRES: expires}
 
     def consume(self, queue: str, handler: Handler, *, prefetch: int = 1, wait: bool = True) -> Subscription:
         return self._add(_Consumer(self, queue, self._dest(queue), handler, prefetch, topic=False,
@@ -488,7 +490,7 @@ class StompBus(Bus):
 
     def subscribe_durable(self, topic: str, name: str, handler: Handler, *, prefetch: int = 500) -> Subscription:
         """ActiveMQ's virtual topic: queue ``Consumer.<name>.VirtualTopic.<p><topic>`` keeps a copy of every
-        broadcast from its first subscription on; the backlog is bounded by the ``expiration`` of broadcasts."""
+        broadcast from its first subscription on; the backlog is bounded by the ``expires`` of broadcasts."""
         if not name or "." in name:
             raise ValueError(f"durable subscription name must be one word without dots, got {name!r}")
         destination = f"/queue/Consumer.{name}.VirtualTopic.{self.prefix}{topic}"

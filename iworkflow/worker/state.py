@@ -38,8 +38,11 @@ REFILL_SECONDS = 0.05
 #: how often the prefetch is reconsidered, and by how much it must change to be applied
 PREFETCH_REVIEW_SECONDS = 0.5
 PREFETCH_STEP = 2.0
-#: a driver job's holder keeps its lease while its heartbeats are at most this many intervals apart
+#: a driver job's holder keeps its lease while its heartbeats are at most this many intervals apart, and never
+#: less than LEASE_MIN seconds (longer than the buses' longest reconnect wait, so a holder that reconnects late
+#: after a broker restart keeps its job)
 LEASE_HEARTBEATS = 3.0
+LEASE_MIN = 15.0
 
 JOBS, DRIVERS = "jobs", "drivers"
 #: phases of a held job: waiting for another worker's lease to lapse, waiting for its holder notice, running
@@ -318,7 +321,7 @@ class WorkerState:
 
     @property
     def lease_seconds(self) -> float:
-        return LEASE_HEARTBEATS * max(1.0, self.heartbeat_interval)
+        return max(LEASE_MIN, LEASE_HEARTBEATS * self.heartbeat_interval)
 
     def handle(self, event: Any) -> list[Instruction]:
         """Apply one event; returns what the service layer must do, in order."""

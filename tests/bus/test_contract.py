@@ -255,6 +255,19 @@ def test_delete_queue_drops_its_messages(bus_factory):
 
 
 @buses
+def test_a_message_published_after_someone_else_deleted_its_queue_is_not_lost(bus_factory):
+    """The publisher declared the queue once and remembers it; deleted behind its back, the next message would be
+    unroutable: the broker returns it and the bus declares the queue and sends it again."""
+    publisher, other = bus_factory(), bus_factory()
+    publisher.publish("jobs.gone", b"before")
+    other.delete_queue("jobs.gone")
+    publisher.publish("jobs.gone", b"after")
+    inbox = Inbox()
+    other.consume("jobs.gone", inbox)
+    assert inbox.wait_for(1) == [b"after"]
+
+
+@buses
 def test_results_queues_of_different_works_are_isolated(bus_factory):
     driver_a, driver_b, worker = bus_factory(), bus_factory(), bus_factory()
     a, b = Inbox(), Inbox()

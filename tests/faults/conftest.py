@@ -3,7 +3,8 @@
 Every test gets its own destination prefix and queue, so tests (and engineers sharing the brokers) never
 see each other's messages.  Every process a test starts is stopped by its pid at the end, including the
 runner processes a SIGKILLed worker leaves behind, and the broker queues under the test's prefix are
-deleted.  A test that stops a broker restores it in a ``finally`` (see :func:`broker_down`).
+deleted.  The shared brokers are never stopped: a test that restarts a broker uses one this session owns
+(:func:`restartable`, ``tests/private_brokers.py``).
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from broker_cleanup import run_prefix
+from private_brokers import PrivateActiveMQ, PrivateRabbitMQ
 
 import iworkflow
 
@@ -40,9 +43,11 @@ READY_TIMEOUT = 60.0
 class Cluster:
     """One broker, one fresh prefix and queue, the worker/server processes started on it, and the driver."""
 
-    def __init__(self, kind: str, tmp: Path):
+    def __init__(self, kind: str, tmp: Path, url: str | None = None):
         self.kind = kind
-        self.url = URLS[kind]
+        self.url = url or URLS[kind]
+        self.private = url is not None
+        self.broker = None
         self.tmp = tmp
         self.prefix = run_prefix("flt")
         self.queue = "q"
@@ -113,7 +118,8 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
         for log in self._logs:
             log.close()
-        delete_queues(self.kind, self.prefix)
+        if not self.private:  # a private broker is removed whole at the end of the session
+            delete_queues(self.kind, self.prefix)
 
 
 @pytest.fixture
@@ -143,47 +149,51 @@ def delete_queues(kind: str, prefix: str) -> None:
             subprocess.run(["rabbitmqctl", "-q", "delete_queue", name], capture_output=True, timeout=60)
 
 
-# --- broker outages ---------------------------------------------------------------------------------
-def _stomp_ready() -> bool:
+# --- broker restarts: on brokers this session owns, never the shared ones -----------------------------
+@pytest.fixture(scope="session")
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    """A RabbitMQ node of this session (started once; tests restart it; stopped and removed at the end)."""
+    broker = PrivateRabbitMQ()
     try:
-        with socket.create_connection(("127.0.0.1", 61613), timeout=2) as s:
-            s.sendall(b"CONNECT\naccept-version:1.1\nhost:localhost\nlogin:admin\npasscode:admin\n\n\x00")
-            s.settimeout(5)
-            return s.recv(64).startswith(b"CONNECTED")
-    except OSError:
-        return False
-
-
-def _rabbit_ready() -> bool:
-    return subprocess.run(["rabbitmqctl", "-q", "await_startup", "--timeout", "5"], capture_output=True,
-                          timeout=30).returncode == 0
-
-
-def _wait(check, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} not back after {timeout:.0f}s"
-        time.sleep(0.5)
-
-
-@contextlib.contextmanager
-def broker_down(kind: str) -> Iterator[None]:
-    """Stop the broker (RabbitMQ: ``stop_app``; ActiveMQ: the service) for the body; it always comes back."""
-    logger.warning("stopping broker %s", kind)
-    if kind == "rabbitmq":
-        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=120)
-    else:
-        subprocess.run(["/etc/init.d/activemq", "stop"], capture_output=True, timeout=120)
-    try:
-        yield
+        yield broker.start()
     finally:
-        logger.warning("starting broker %s", kind)
-        if kind == "rabbitmq":
-            subprocess.run(["rabbitmqctl", "-q", "start_app"], capture_output=True, timeout=120)
-            _wait(_rabbit_ready, "RabbitMQ")
-        else:
-            subprocess.run(["/etc/init.d/activemq", "start"], capture_output=True, timeout=120)
-            _wait(_stomp_ready, "ActiveMQ STOMP")
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def private_activemq() -> Iterator[PrivateActiveMQ]:
+    """An ActiveMQ broker of this session (started once; tests restart it; stopped and removed at the end)."""
+    broker = PrivateActiveMQ()
+    try:
+        yield broker.start()
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def restartable(request, tmp_path) -> Iterator[Cluster]:
+    """A :class:`Cluster` on a private broker of the kind the test's parameter names; ``cluster.broker`` is it
+    (``broker_restarted(cluster.broker)`` takes it down and brings it back)."""
+    broker = request.getfixturevalue(f"private_{request.param}")
+    c = Cluster(request.param, tmp_path, url=broker.url)
+    c.broker = broker
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def rabbit_user() -> Iterator[tuple[str, str]]:
+    """A RabbitMQ user on the shared broker with a password that occurs nowhere else, deleted afterwards."""
+    user, password = f"iwf-{uuid.uuid4().hex[:6]}", f"pw{uuid.uuid4().hex}"
+    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", user, ".*", ".*", ".*"], check=True,
+                       capture_output=True, timeout=60)
+        yield user, password
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60)
 
 
 def wait_for(check, timeout: float, what: str, interval: float = 0.1):

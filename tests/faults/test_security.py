@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import uuid
 from pathlib import Path
 
 import pytest
@@ -78,19 +77,6 @@ SECRET_DRIVER = textwrap.dedent("""
     assert inc(1) == 2
     print("ok")
 """)
-
-
-@pytest.fixture
-def rabbit_user() -> tuple[str, str]:
-    """A RabbitMQ user with a password that occurs nowhere else, deleted afterwards."""
-    user, password = f"iwf-{uuid.uuid4().hex[:6]}", f"pw{uuid.uuid4().hex}"
-    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True, capture_output=True, timeout=60)
-    try:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", user, ".*", ".*", ".*"], check=True,
-                       capture_output=True, timeout=60)
-        yield user, password
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60)
 
 
 @pytest.mark.timeout(120)
