@@ -188,7 +188,7 @@ def test_rapid_edits_of_the_same_size_always_change_the_digest(tree, tmp_path):
         assert store.add_tree(tree) == pack(tree)[0]
 
 
-def _zeros_tarball(size: int) -> bytes:
+def zeros_tarball(size: int) -> bytes:
     """A gzip-compressed tarball of a few KiB whose one member unpacks to ``size`` bytes."""
     import gzip
 
@@ -201,7 +201,7 @@ def _zeros_tarball(size: int) -> bytes:
 
 
 def test_an_archive_bomb_is_refused_before_its_data_is_written(tmp_path):
-    bomb = _zeros_tarball(32 * 2**20)
+    bomb = zeros_tarball(32 * 2**20)
     assert len(bomb) < 2**20
     with pytest.raises(UnsafeArchiveError, match="max_unpacked_source_mb"):
         safe_extract(bomb, tmp_path / "t", max_bytes=4 * 2**20)

@@ -150,24 +150,23 @@ def delete_queues(kind: str, prefix: str) -> None:
 
 
 # --- broker restarts: on brokers this session owns, never the shared ones -----------------------------
-@pytest.fixture(scope="session")
-def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
-    """A RabbitMQ node of this session (started once; tests restart it; stopped and removed at the end)."""
-    broker = PrivateRabbitMQ()
+def _owned(broker):
     try:
         yield broker.start()
     finally:
         broker.close()
+
+
+@pytest.fixture(scope="session")
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    """A RabbitMQ node of this session (started once; tests restart it; stopped and removed at the end)."""
+    yield from _owned(PrivateRabbitMQ())
 
 
 @pytest.fixture(scope="session")
 def private_activemq() -> Iterator[PrivateActiveMQ]:
     """An ActiveMQ broker of this session (started once; tests restart it; stopped and removed at the end)."""
-    broker = PrivateActiveMQ()
-    try:
-        yield broker.start()
-    finally:
-        broker.close()
+    yield from _owned(PrivateActiveMQ())
 
 
 @pytest.fixture
