@@ -32,11 +32,15 @@ PRIVATE = [pytest.param("rabbitmq", marks=pytest.mark.rabbitmq, id="rabbitmq"),
 
 
 @work(map_results=True, return_work=True)
-def nap(x: int) -> int:
-    """A job long enough that several are running when the broker stops."""
+def nap(x: int, gate: str) -> int:
+    """Half the jobs return after a nap; the other half also wait for the gate, opened once the broker is back,
+    so that jobs are running and queued while it is down, however slowly the machine stops it."""
+    import pathlib
     import time as _time
 
     _time.sleep(0.3)
+    while x >= N_JOBS // 2 and not pathlib.Path(gate).exists():
+        _time.sleep(0.05)
     return x * 10
 
 
@@ -48,24 +52,27 @@ def plus_one(x: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("restartable", PRIVATE, indirect=True)
-def test_broker_restart_mid_run_every_job_ends_exactly_once(restartable: Cluster) -> None:
+def test_broker_restart_mid_run_every_job_ends_exactly_once(restartable: Cluster, tmp_path: Path) -> None:
     """Stop the broker with jobs queued, running and finished; after it is back every job has one outcome."""
     cluster = restartable
+    gate = tmp_path / "gate"
     cluster.start_worker("worker0", slots=2)
     cluster.start_worker("worker1", slots=2)
     cluster.driver()
-    w = nap(multi_jobs_kwargs_list=[{"x": i} for i in range(N_JOBS)])
+    w = nap(multi_jobs_kwargs_list=[{"x": i, "gate": str(gate)} for i in range(N_JOBS)])
     w.submit()
     result = w.init_async_result()
     wait_for(lambda: len(result.outcomes) >= 4, 60, "the first results")
     with broker_restarted(cluster.broker, down_seconds=OUTAGE_SECONDS):
         before = len(result.outcomes)
+    gate.write_text("")
     results = w.wait_results(timeout=150)
 
     assert 0 < before < N_JOBS, "the broker went down mid-run"
     assert sorted(result.outcomes) == sorted(w.job_keys), "every job ended exactly once for the caller"
     assert all(o.ok for o in result.outcomes.values()), [o.error for o in result.outcomes.values() if not o.ok]
-    assert [results.get_result(args={"x": i}) for i in range(N_JOBS)] == [10 * i for i in range(N_JOBS)]
+    assert [results.get_result(args={"x": i, "gate": str(gate)}) for i in range(N_JOBS)] == [
+        10 * i for i in range(N_JOBS)]
     logger.warning("%s: %d of %d results in before the outage; %d duplicate result(s) dropped", cluster.kind,
                    before, N_JOBS, result.duplicates)
 
