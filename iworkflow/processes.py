@@ -2,7 +2,7 @@
 
 A runner process makes itself a *child subreaper* (Linux ``PR_SET_CHILD_SUBREAPER``), so a daemon that a
 job double-forks (or starts in a new session) is re-parented to the runner instead of init; after every job
-the runner kills whatever is left below it (:func:`kill_children`).  Whoever kills a runner kills its whole
+the runner ends whatever is left below it (:func:`kill_children`: SIGTERM, a moment, SIGKILL).  Whoever kills a runner kills its whole
 tree (:func:`kill_tree`), not only its process group.  Elsewhere (no ``/proc``) only process groups are used.
 """
 from __future__ import annotations
@@ -12,12 +12,15 @@ import logging
 import os
 import signal
 import sys
+import time
 
 logger = logging.getLogger(__name__)
 
 PR_SET_CHILD_SUBREAPER = 36
 #: rounds of kill-and-reap after a job: each round catches the grandchildren re-parented by the last
 KILL_ROUNDS = 20
+#: what a job left running gets SIGTERM first, and this long to end before SIGKILL
+TERM_GRACE = 1.0
 
 
 def become_subreaper() -> bool:
@@ -69,23 +72,37 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _kill(pid: int) -> None:
+def _signal(pid: int, sig: int = signal.SIGKILL) -> None:
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def kill_children() -> int:
-    """(In a runner, between jobs) SIGKILL every descendant of this process and reap them; returns how many."""
+def kill_children(grace: float = TERM_GRACE) -> int:
+    """(In a runner, between jobs) End every descendant of this process: SIGTERM, then SIGKILL what is left after
+    ``grace`` seconds (a helper finishing on its own, such as a container runtime's monitor, gets to finish);
+    reaps them.  Returns how many there were."""
     me = os.getpid()
-    killed: set[int] = set()
+    below = descendants(me)
+    if not below:
+        _reap()
+        return 0
+    killed = set(below)
+    for pid in below:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap()
+        if not descendants(me):
+            return len(killed)
+        time.sleep(0.02)
     for _ in range(KILL_ROUNDS):
         below = descendants(me)
         if not below:
             break
         for pid in below:
-            _kill(pid)
+            _signal(pid, signal.SIGKILL)
         killed.update(below)
         _reap()
     _reap()
@@ -110,6 +127,6 @@ def kill_tree(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    _kill(pid)
+    _signal(pid)
     for child in below:
-        _kill(child)
+        _signal(child)
