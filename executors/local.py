@@ -35,6 +35,8 @@ DIRECT_WRITE_MAX = 32 * 1024
 #: runner enforcing the walltime itself (an ``init_env`` subprocess), so that it need not be replaced
 WALLTIME_TICK = 0.25
 WALLTIME_SLACK = 0.5
+#: how long a dead runner's processes may take to be gone before its job's failure is reported anyway
+KILL_WAIT = 5.0
 
 
 class _PoolProcess:
@@ -47,8 +49,9 @@ class _PoolProcess:
         #: when each in-flight job was written to the process (parallel to ``inflight``)
         self.sent_at: deque[float] = deque()
         self.last_result_at = 0.0
-        #: why this process was killed (the job it was running, and the error that job ends with)
+        #: why this process was killed (the job it was running, and the error that job ends with), and whom
         self.killed: tuple[Job, BaseException] | None = None
+        self.victims: list[int] = []
         self.outbox: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         #: held while frames go to the process's stdin (by the writer thread, or by ``_pump`` directly)
         self.write_lock = threading.Lock()
@@ -153,7 +156,7 @@ class _PoolProcess:
         """(pool lock held) Kill the process tree running ``job``; the job ends with ``why``."""
         if self.killed is None:
             self.killed = (job, why)
-        processes.kill_tree(self.proc.pid)
+        self.victims += processes.kill_tree(self.proc.pid)
 
     def _timed(self, sent_at: float) -> None:
         """(pool lock held) A job's service time: from when the process could start it to its result."""
@@ -282,7 +285,8 @@ class LocalExecutor(Executor):
 
     def _on_exit(self, proc: _PoolProcess) -> None:
         code = proc.proc.wait()
-        processes.kill_tree(proc.proc.pid)  # what the job left behind dies with it
+        # what the job left behind dies with it, before its failure is reported
+        processes.wait_gone(proc.victims + processes.kill_tree(proc.proc.pid)[1:], KILL_WAIT)
         with self._lock:
             proc.alive = False
             lost = list(proc.inflight)

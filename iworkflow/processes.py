@@ -120,8 +120,8 @@ def _reap() -> None:
             return
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a runner process, its process group and every descendant found under it."""
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL a runner process, its process group and every descendant found under it; returns their pids."""
     below = descendants(pid)
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -130,3 +130,14 @@ def kill_tree(pid: int) -> None:
     _signal(pid)
     for child in below:
         _signal(child)
+    return [pid, *below]
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    """Wait until none of these processes exists any more (killed and reaped); False if some outlive ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
