@@ -3,7 +3,8 @@
 Jobs stream to each process over its stdin as frames; results come back on its stdout in order, so
 the parent needs no per-job bookkeeping beyond a FIFO.  A dead process fails the job it was running
 with an error that says so, requeues the ones queued behind it, and is replaced.  A job running past
-its ``max_walltime`` has its process (and everything below it) killed and fails with ``TimeoutError``.
+its ``max_walltime`` has its process (and everything below it, and the containers it ran in) killed and fails
+with ``TimeoutError``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Iterable
 
-from iworkflow import processes
+from iworkflow import containers, processes
 from iworkflow.errors import InvalidMessage, JobLostError
 from iworkflow.events import EventBatcher
 from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
@@ -59,6 +60,9 @@ class _PoolProcess:
         env["IWORKFLOW_SECRET"] = pool.settings.secret
         env["IWORKFLOW_POOL_EVENTS"] = ("1" if pool.started_events else "end") if pool.emit_events else "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        #: where the container guards of this process's jobs record their containers, removed if it is killed
+        self.container_records = containers.new_records()
+        env[containers.RECORDS_ENV] = self.container_records
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iworkflow.runner", "serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
@@ -285,8 +289,10 @@ class LocalExecutor(Executor):
 
     def _on_exit(self, proc: _PoolProcess) -> None:
         code = proc.proc.wait()
-        # what the job left behind dies with it, before its failure is reported
+        # what the job left behind dies with it (its processes, then the containers it ran in), before its failure
+        # is reported
         processes.wait_gone(proc.victims + processes.kill_tree(proc.proc.pid)[1:], KILL_WAIT)
+        containers.remove_recorded(proc.container_records)
         with self._lock:
             proc.alive = False
             lost = list(proc.inflight)

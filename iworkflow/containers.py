@@ -2,20 +2,24 @@
 
 The job message goes in on stdin and the signed result comes out on stdout, so the image needs only
 iworkflow and the libraries the job imports; the job's code comes from the source cache, mounted at the
-same path (or fetched over HTTP from the server), as on any other machine.  Docker and Podman run the
-container outside the caller's process tree, so a killed caller would leave it running: their command
-goes through :func:`guard`, which names the container and removes it whenever the job ends early
-(walltime, cancel, a lost worker).
+same path (or fetched over HTTP from the server), as on any other machine.  Docker and Podman keep a
+container's state outside the caller's process tree: killing the processes that run it (as a walltime or a
+cancel does) leaves the container behind.  So their command goes through :func:`guard`, which names the
+container, records it in a directory that whoever may kill the guard owns (:data:`RECORDS_ENV`), and
+removes it when it is stopped or its runner dies; the owner removes what a killed guard recorded
+(:func:`remove_recorded`) once the guard's processes are gone.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -33,7 +37,14 @@ ENGINES = ("docker", "podman")
 #: settings the runner inside the container needs, passed by name so their values never show in `ps`
 PASSED_BY_NAME = ("IWORKFLOW_SECRET", "IWORKFLOW_SERVER_URL", "IWORKFLOW_TOKEN")
 NAME_PREFIX = "iworkflow-job-"
+_NAME = re.compile(re.escape(NAME_PREFIX) + r"[0-9a-f]{16}\Z")
 PARENT_POLL_SECONDS = 0.5
+#: signals on which the guard removes its container before it exits
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: the directory a guard records its container in (one file per container: named for it, holding the engine)
+RECORDS_ENV = "IWORKFLOW_CONTAINER_RECORDS"
+#: engines whose containers a daemon creates: a client killed mid-request may still get one after a removal
+DAEMON_ENGINES = ("docker",)
 
 
 def _check(options: dict) -> tuple[str, str]:
@@ -107,40 +118,106 @@ def _user_args(runtime: str) -> list[str]:
     return args
 
 
-def remove_container(engine: str, name: str) -> None:
-    """Kill and remove a container now (no grace period); a missing one is fine."""
+def remove_container(engine: str, name: str) -> bool:
+    """Kill and remove a container now (no grace period); a missing one is fine.  False if the engine said no."""
     runtime = os.path.basename(engine)
     cmd = [engine, "rm", "-f", *(["-t", "0"] if runtime == "podman" else []), name]
-    subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=False, timeout=60)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          check=False, timeout=60)
+    return proc.returncode == 0
 
 
-def _sweeper(read_end: int, engine: str, name: str) -> None:
-    """In a session of its own, wait until the guard is gone; unless it said the job ended, remove the container.
+# --- records: the containers of guards that may be killed before their container ends ----------------
+def new_records(parent: str | None = None) -> str:
+    """A private directory for guards to record their containers in (under ``parent`` when it exists)."""
+    return tempfile.mkdtemp(prefix="iworkflow-containers-", dir=parent if parent and os.path.isdir(parent) else None)
 
-    A SIGKILLed guard (the runner's walltime kills its process group) cannot clean up itself; this can.
-    """
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # never hold the runner's pipes open: it waits for them to close
-        os.dup2(devnull, fd)
-    os.closerange(3, read_end)
-    os.closerange(read_end + 1, 1 << 16)
-    said = b""
-    while chunk := os.read(read_end, 64):
-        said += chunk
-    if said != b"done":
-        remove_container(engine, name)
-        time.sleep(1.0)
-        remove_container(engine, name)  # one created while the killed client was still setting it up
-    os._exit(0)
+
+def _record(directory: str, runtime: str, name: str) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(runtime)
+    return path
+
+
+def _read_record(path: str) -> str | None:
+    """The engine of a well-formed record; None for anything else (a record is only trusted to name a job
+    container of a known engine, never a command to run)."""
+    try:
+        with open(path) as fh:
+            runtime = fh.read(64).strip()
+    except OSError:
+        return None
+    return runtime if runtime in ENGINES and _NAME.match(os.path.basename(path)) else None
+
+
+def remove_recorded(directory: str | None, keep: bool = False) -> list[str]:
+    """Remove the containers recorded under ``directory`` and its subdirectories: those of guards killed before
+    their container ended.  Call it once those guards' processes are gone, so no client still creates one.
+    Deletes the records, and the directory itself unless ``keep``; returns the names of the containers."""
+    if not directory or not os.path.isdir(directory):
+        return []
+    removed: list[str] = []
+    for root, _dirs, files in os.walk(directory, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            runtime = _read_record(path)
+            if runtime is not None:
+                logger.warning("removing container %s: its job was killed before it ended", name)
+                if not remove_container(runtime, name) and runtime in DAEMON_ENGINES:
+                    time.sleep(1.0)  # the daemon may still be creating it for the client that was killed
+                    remove_container(runtime, name)
+                removed.append(name)
+            _unlink(path)
+        if root != directory or not keep:
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+    return removed
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- the guard: `python -m iworkflow.containers <docker|podman> run ...` ---------------------------
+class _Stopped(Exception):
+    """The guard must end its container now: it was signalled, or the runner that started it is gone."""
+
+    def __init__(self, why: str, code: int):
+        super().__init__(why)
+        self.code = code
+
+
+def _stop_on_signals() -> None:
+    def stop(signum: int, _frame) -> None:
+        raise _Stopped(f"got {signal.Signals(signum).name}", 128 + signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+
+
+def _wait(proc: subprocess.Popen, parent: int) -> int:
+    while True:
+        try:
+            return proc.wait(timeout=PARENT_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if os.getppid() != parent:
+                raise _Stopped("its runner is gone", 1) from None
 
 
 def guard(argv: list[str]) -> int:
     """Run ``<engine> run ... IMAGE CMD`` as a named container that never outlives this job.
 
-    The container is removed when this process is killed (walltime), and when the runner that started it
-    dies (a cancelled or lost job); a job that ends by itself leaves nothing behind through ``--rm``.
+    A job that ends by itself leaves nothing behind (``--rm``).  Stopped by a signal (SIGTERM, SIGHUP,
+    SIGINT) or orphaned (its runner died: a cancelled or lost job), the guard removes the container itself.
+    Killed outright (SIGKILL: a walltime, a cancel), it cannot: the record it left in ``$IWORKFLOW_CONTAINER_RECORDS``
+    tells the runner or pool that killed it which container to remove.
     """
     if len(argv) < 3 or os.path.basename(argv[0]) not in ENGINES or argv[1] != "run":
         print(f"usage: python -m iworkflow.containers {{docker|podman}} run [OPTIONS] IMAGE COMMAND; got {argv}",
@@ -156,24 +233,27 @@ def guard(argv: list[str]) -> int:
     parent = os.getppid()
     name = NAME_PREFIX + secrets.token_hex(8)
     engine = argv[0]
-    read_end, write_end = os.pipe()
-    if os.fork() == 0:
-        os.close(write_end)
-        _sweeper(read_end, engine, name)
-    os.close(read_end)
-    cmd = [engine, "run", "--name", name, *_user_args(os.path.basename(engine)), *argv[2:]]
-    proc = subprocess.Popen(cmd, env=env)
-    while True:
-        try:
-            code = proc.wait(timeout=PARENT_POLL_SECONDS)
-            break
-        except subprocess.TimeoutExpired:
-            if os.getppid() != parent:  # the runner is gone: the sweeper removes the container
-                logger.warning("runner of container %s is gone; removing the container", name)
-                proc.send_signal(signal.SIGKILL)
-                os._exit(1)
-    os.write(write_end, b"done")
-    os.close(write_end)
+    runtime = os.path.basename(engine)
+    records = os.environ.get(RECORDS_ENV)
+    record: str | None = None
+    proc: subprocess.Popen | None = None
+    try:
+        _stop_on_signals()
+        if records:
+            record = _record(records, runtime, name)
+        proc = subprocess.Popen([engine, "run", "--name", name, *_user_args(runtime), *argv[2:]], env=env)
+        code = _wait(proc, parent)
+    except _Stopped as stopped:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the removal short
+        logger.warning("container %s: %s; removing it", name, stopped)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        remove_container(engine, name)
+        code = stopped.code
+    if record is not None:
+        _unlink(record)
     return code
 
 

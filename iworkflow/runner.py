@@ -10,7 +10,6 @@ import io
 import logging
 import os
 import shlex
-import signal
 import socket
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import traceback
 from collections import deque
 from typing import Any, BinaryIO, Callable
 
-from . import processes, result_store, serialization, source_version
+from . import containers, processes, result_store, serialization, source_version
 from .envelope import Envelope, peek_header
 from .errors import ErrorInfo, InvalidMessage
 from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload, encode_payload
@@ -30,6 +29,8 @@ logger = logging.getLogger(__name__)
 Emit = Callable[[Event], None]
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 OUTPUT_TAIL = 4096
+#: how long the pipes of a killed job command are read for, in case a process that escaped the kill holds them
+KILLED_PIPES_WAIT = 5.0
 _functions: dict[tuple[int, str], Callable[..., Any]] = {}
 
 
@@ -207,20 +208,28 @@ def job_command(payload: JobPayload) -> list[str]:
 
 
 def run_in_subprocess(data: bytes, env: Envelope, payload: JobPayload, secret: bytes | None = None) -> ResultPayload:
+    """Run the job behind its ``init_env`` prefix or in its container; past ``max_walltime`` its process tree is
+    killed.  Either way, its result or failure is returned only once the containers it ran in are removed."""
     start = time.time()
     cmd = job_command(payload)
     child_env = dict(os.environ)
     child_env["PYTHONPATH"] = os.pathsep.join(source_version.importable_elsewhere())
     if secret:
         child_env["IWORKFLOW_SECRET"] = secret.decode()  # the job's command (or container) verifies with it
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=child_env, start_new_session=True)
+    records = containers.new_records(os.environ.get(containers.RECORDS_ENV))
+    child_env[containers.RECORDS_ENV] = records
     try:
-        stdout, stderr = proc.communicate(data, timeout=payload.max_walltime or None)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        return _failure(env.header(), TimeoutError(
-            f"job exceeded max_walltime={payload.max_walltime}s in `{' '.join(cmd)}` and was killed"), start)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=child_env, start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(data, timeout=payload.max_walltime or None)
+        except subprocess.TimeoutExpired:
+            processes.kill_tree(proc.pid)  # a shell prefix, a daemon of the job: everything below it
+            _reap_killed(proc)
+            return _failure(env.header(), TimeoutError(
+                f"job exceeded max_walltime={payload.max_walltime}s in `{' '.join(cmd)}` and was killed"), start)
+    finally:
+        containers.remove_recorded(records)
     stderr_tail = stderr.decode(errors="replace")[-OUTPUT_TAIL:]
     if proc.returncode != 0 or not stdout:
         return _failure(env.header(), RuntimeError(
@@ -233,13 +242,14 @@ def run_in_subprocess(data: bytes, env: Envelope, payload: JobPayload, secret: b
     return result
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """Kill the job's whole process group: a shell prefix must not leave the job running."""
+def _reap_killed(proc: subprocess.Popen) -> None:
+    """Collect a killed job command; a process that escaped the kill may hold its pipes open: stop reading them."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
+        proc.communicate(timeout=KILLED_PIPES_WAIT)
+    except subprocess.TimeoutExpired:
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        proc.wait()
 
 
 # --- frames for the local pool protocol -------------------------------------------------------
@@ -325,12 +335,13 @@ def serve() -> int:
     """Pool process: run job frames from stdin one by one, answer with result (and event) frames.
 
     What a job leaves running (children, daemons: this process adopts them as a subreaper) is killed once
-    its result is written."""
+    its result is written, and the containers of guards killed with it are removed."""
     global _serving_pid
     proto_in, proto_out = _protocol_streams()
     _serving_pid = os.getpid()
     _guard_protocol((proto_in, proto_out.fileno()))
     processes.become_subreaper()
+    records = os.environ.get(containers.RECORDS_ENV)
     secret = _secret()
     events = os.environ.get("IWORKFLOW_POOL_EVENTS", "0")
     emit = None
@@ -357,6 +368,7 @@ def serve() -> int:
         if processes.has_children():
             proto_out.flush()  # the result goes out first: killing a stubborn tree may take a moment
             processes.kill_children()
+            containers.remove_recorded(records, keep=True)
         if not reader.has_frame():
             proto_out.flush()
 
