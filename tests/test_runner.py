@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
+import psutil
 import pytest
+from waiting import wait_until
 
 from iworkflow import serialization, work
 from iworkflow.messages import JobPayload, SourceRef, decode_payload, encode_payload
@@ -141,3 +143,32 @@ def test_walltime_kills_the_job_even_behind_a_shell_prefix(embedded, tmp_path):
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+@work(init_env="true;", max_walltime=1)
+def overrun_leaving_a_daemon(pid_file):
+    import subprocess
+    import time
+
+    daemon = subprocess.Popen(["sleep", "300"], start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    with open(pid_file, "w") as fh:
+        fh.write(str(daemon.pid))
+    time.sleep(30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_walltime_behind_init_env_kills_what_the_job_started_in_a_session_of_its_own(threaded, tmp_path):
+    """The thread executor runs an ``init_env`` job in a subprocess of the driver, where no runner ends what a job
+    leaves running: the walltime kills the job's whole process tree, not only its process group."""
+    pid_file = tmp_path / "pid"
+    with pytest.raises(TimeoutError, match="max_walltime=1"):
+        overrun_leaving_a_daemon(str(pid_file))
+    daemon = int(pid_file.read_text())
+    wait_until(lambda: _alive(daemon), lambda alive: not alive, what="the job's daemon killed")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +134,36 @@ def podman_containers(prefix: str = "") -> list[str]:
 def podman_ps(podman_base):
     """``podman_ps(prefix)``: the names of the containers podman knows that start with ``prefix``."""
     return podman_containers
+
+
+@dataclass
+class JobContainers:
+    """The containers of one test's jobs, told apart by a label of the test's own: the test sees only these (not
+    an earlier test's leftovers, nor another session's jobs) and removes whatever of them is left when it ends."""
+
+    label: str
+
+    @property
+    def extra_args(self) -> list[str]:
+        """``container_options['extra_args']`` that put the label on a job's container."""
+        return ["--label", self.label]
+
+    def names(self) -> list[str]:
+        """Names of this test's containers that podman knows (running or not: `podman ps -a`)."""
+        out = subprocess.run(["podman", "ps", "-a", "--filter", f"label={self.label}", "--format", "{{.Names}}"],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()
+
+    def remove(self) -> None:
+        for name in self.names():
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def job_containers(podman_base):
+    """A label for this test's job containers; those left when the test ends are removed."""
+    containers = JobContainers(f"iworkflow-test={uuid.uuid4().hex}")
+    try:
+        yield containers
+    finally:
+        containers.remove()

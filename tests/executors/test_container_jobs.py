@@ -1,14 +1,17 @@
 """Jobs in containers, for real: ``container_options={"container_image": ..., "runtime": "podman"}`` runs the
 job's runner in the worker image built from this checkout (on the debootstrapped Debian base, .ci/podman.sh).
 The value comes back signed, the job's code comes from the source cache, ``init_env`` runs inside, and a
-walltime, a cancel or a lost runner removes the container."""
+walltime, a cancel or a lost runner removes the container.  Each test labels its jobs' containers and looks at those
+only (``job_containers``), so a container another test left behind cannot pass or fail it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,17 +19,18 @@ from waiting import wait_until
 
 import iworkflow
 from iworkflow import work, workflow
-from iworkflow.containers import NAME_PREFIX
+from iworkflow.containers import NAME_PREFIX, RECORDS_ENV, remove_recorded
 from iworkflow.errors import WorkCancelled
 
 pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 
 @pytest.fixture
-def in_image(worker_image):
-    """The embedded runtime (local runner processes) and container options naming the worker image."""
+def in_image(worker_image, job_containers):
+    """The embedded runtime (local runner processes) and container options naming the worker image (and this
+    test's label)."""
     iworkflow.configure(broker="memory://", executor="local", slots=2)
-    yield {"container_image": worker_image.image, "runtime": "podman"}
+    yield {"container_image": worker_image.image, "runtime": "podman", "extra_args": job_containers.extra_args}
     iworkflow.shutdown()
 
 
@@ -48,7 +52,7 @@ def where_am_i(x: int) -> dict:
             "init_env": os.environ.get("IW_INSIDE")}
 
 
-def test_job_returns_its_value_and_ran_inside_the_image(in_image, worker_image, podman_ps):
+def test_job_returns_its_value_and_ran_inside_the_image(in_image, worker_image, job_containers):
     job = work(where_am_i, container_options=in_image, init_env="export IW_INSIDE=$(cat /etc/hostname);")
 
     @workflow(local=True)
@@ -65,7 +69,7 @@ def test_job_returns_its_value_and_ran_inside_the_image(in_image, worker_image, 
     assert seen["python"] == "/opt/venv/bin/python3" and not Path("/opt/venv/bin/python3").exists()
     assert seen["engine"] == "podman"
     assert seen["init_env"] and seen["init_env"] != Path("/etc/hostname").read_text().strip()
-    assert podman_ps(NAME_PREFIX) == []
+    assert job_containers.names() == []
 
 
 def test_new_code_runs_in_the_same_image_through_the_source_cache(in_image, tmp_path):
@@ -119,23 +123,31 @@ def test_a_container_without_the_secret_cannot_answer(in_image):
     assert "signature" in str(err.value)
 
 
-def test_walltime_kills_the_container_and_leaves_none_behind(in_image, podman_ps):
-    @work(container_options=in_image, max_walltime=3)
-    def sleepy() -> str:
+@pytest.mark.parametrize("executor", ["local", "thread"])
+def test_walltime_kills_the_container_and_leaves_none_behind(in_image, job_containers, executor):
+    """Past ``max_walltime`` the job fails with TimeoutError, and by then its container is gone: in a runner process
+    of the pool (which kills what a job leaves running) and in the driver's own threads (nothing else cleans up)."""
+    iworkflow.configure(broker="memory://", executor=executor, slots=2)
+    marker = Path(os.environ["IWORKFLOW_HOME"]) / f"started-{uuid.uuid4().hex}"  # the home is mounted
+
+    @work(container_options=in_image, max_walltime=4)
+    def sleepy(marker: str) -> str:
         import time as _time
 
+        open(marker, "w").close()
         _time.sleep(120)
         return "woke up"
 
     @workflow(local=True)
     def wf():
-        return sleepy()
+        return sleepy(marker=str(marker))
 
     start = time.monotonic()
-    with pytest.raises(TimeoutError, match="max_walltime=3"):
+    with pytest.raises(TimeoutError, match="max_walltime=4"):
         wf()
     assert time.monotonic() - start < 30
-    wait_until(lambda: podman_ps(NAME_PREFIX), lambda names: names == [], what="job containers left")
+    assert marker.exists(), "the job was killed while it ran in its container"
+    assert job_containers.names() == [], "the failure is reported once the container is removed"
 
 
 def test_an_unknown_image_fails_the_job_with_the_engine_s_words(in_image):
@@ -153,7 +165,7 @@ def test_an_unknown_image_fails_the_job_with_the_engine_s_words(in_image):
 
 
 @pytest.mark.rabbitmq
-def test_cancel_stops_the_running_container(worker_image, podman_ps, tmp_path):
+def test_cancel_stops_the_running_container(worker_image, job_containers, tmp_path):
     """A workflow cancelled while its job runs in a container on an ``iworkflow worker``: the worker kills the
     job's runner, and the container goes with it."""
     from broker_cleanup import run_prefix
@@ -169,7 +181,7 @@ def test_cancel_stops_the_running_container(worker_image, podman_ps, tmp_path):
     try:
         assert b"ready" in worker.stdout.readline(), (tmp_path / "worker.log").read_text()
         runtime = iworkflow.configure(broker=url, executor="broker", queue=queue, destination_prefix=prefix)
-        opts = {"container_image": worker_image.image, "runtime": "podman"}
+        opts = {"container_image": worker_image.image, "runtime": "podman", "extra_args": job_containers.extra_args}
 
         @work(container_options=opts)
         def forever() -> str:
@@ -193,16 +205,72 @@ def test_cancel_stops_the_running_container(worker_image, podman_ps, tmp_path):
 
         driver = threading.Thread(target=drive)
         driver.start()
-        wait_until(lambda: podman_ps(NAME_PREFIX), timeout=60, what="the job's container")
+        running = wait_until(job_containers.names, timeout=60, what="the job's container")
+        assert running[0].startswith(NAME_PREFIX)
         # what `POST /api/workflows/{id}/cancel` broadcasts
         runtime.bus.broadcast(CONTROL_TOPIC, Control(action=CANCEL, workflow_id=outcome["id"],
                                                      reason="cancelled by the test").encode(runtime.secret))
         driver.join(30)
         assert not driver.is_alive(), "the cancelled call must end"
         assert isinstance(outcome.get("error"), WorkCancelled), outcome
-        wait_until(lambda: podman_ps(NAME_PREFIX), lambda names: names == [], what="job containers left")
+        wait_until(job_containers.names, lambda names: names == [], what="job containers left")
     finally:
         iworkflow.shutdown()
         worker.terminate()
         worker.wait(30)
         log.close()
+
+
+# --- the guard on its own: `python -m iworkflow.containers podman run ...` -----------------------------------
+def guard_command(image: str, label: str) -> list[str]:
+    return [sys.executable, "-m", "iworkflow.containers", "podman", "run", "--rm", "-i", "--label", label,
+            "--entrypoint", "sleep", image, "300"]
+
+
+def running(job_containers) -> list[str]:
+    out = subprocess.run(["podman", "ps", "--filter", f"label={job_containers.label}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.split()
+
+
+def test_a_guard_stopped_by_sigterm_removes_its_container_before_it_exits(worker_image, job_containers):
+    """SIGTERM (Slurm's scancel or time limit, a runner ending what a job left running) ends the container too."""
+    guard = subprocess.Popen(guard_command(worker_image.image, job_containers.label), stdin=subprocess.PIPE)
+    try:
+        wait_until(lambda: running(job_containers), timeout=60, what="the guard's container running")
+        guard.send_signal(signal.SIGTERM)
+        assert guard.wait(60) == 128 + signal.SIGTERM
+        assert job_containers.names() == []
+    finally:
+        guard.kill()
+
+
+def test_an_orphaned_guard_removes_its_container(worker_image, job_containers):
+    """The process that ran the guard dies (a lost runner, a killed Dask worker): the guard notices, removes the
+    container and exits."""
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                               "print(subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE).pid, flush=True); "
+                               "time.sleep(300)", *guard_command(worker_image.image, job_containers.label)],
+                              stdout=subprocess.PIPE, text=True)
+    guard_pid = int(parent.stdout.readline())
+    wait_until(lambda: running(job_containers), timeout=60, what="the guard's container running")
+    parent.kill()
+    parent.wait()
+    wait_until(job_containers.names, lambda names: names == [], what="the orphaned guard's container")
+    wait_until(lambda: os.path.exists(f"/proc/{guard_pid}"), lambda alive: not alive, what="the guard exiting")
+
+
+def test_a_guard_killed_outright_leaves_a_record_its_runner_removes_the_container_by(worker_image, job_containers,
+                                                                                       tmp_path):
+    """SIGKILL (a walltime, a cancel) gives the guard no chance: the record it left names the container to remove."""
+    records = tmp_path / "records"
+    records.mkdir()
+    guard = subprocess.Popen(guard_command(worker_image.image, job_containers.label), stdin=subprocess.PIPE,
+                             env={**os.environ, RECORDS_ENV: str(records)}, start_new_session=True)
+    names = wait_until(lambda: running(job_containers), timeout=60, what="the guard's container running")
+    assert [p.name for p in records.iterdir()] == names
+    os.killpg(guard.pid, signal.SIGKILL)  # the guard and its podman client
+    guard.wait()
+    assert job_containers.names() == names, "podman still has the container of a killed guard"
+    assert remove_recorded(str(records)) == names
+    assert job_containers.names() == [] and not records.exists()
