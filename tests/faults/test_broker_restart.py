@@ -215,14 +215,18 @@ def test_the_server_recorder_consumes_its_deleted_events_queue_again(cluster: Cl
 @pytest.mark.timeout(120)
 @pytest.mark.rabbitmq
 def test_a_worker_that_cannot_consume_its_queue_again_exits_non_zero_saying_why(private_rabbitmq, tmp_path: Path):
-    """On the session's own RabbitMQ: the worker's user loses its permissions, then its queue is deleted; it
-    retries, gives up, and exits with code 3 and a message naming the queue."""
+    """On the session's own RabbitMQ: the worker's user loses its permissions, then its queue is deleted and its
+    connection dropped; it retries, gives up, and exits with code 3 and a message naming the queue.
+
+    The connection is dropped because RabbitMQ caches permission checks per channel: a channel that declared
+    the queue before may declare it again after the revocation, so only fresh channels see the refusal."""
     cluster = Cluster("rabbitmq", tmp_path, url=private_rabbitmq.url)
     try:
         worker = cluster.start_worker("worker", slots=1)
         private_rabbitmq.ctl("set_permissions", "-p", "/", "guest", "^$", "^$", "^$")
         try:
             private_rabbitmq.ctl("delete_queue", f"{cluster.prefix}jobs.{cluster.queue}")
+            private_rabbitmq.ctl("close_all_connections", "permissions revoked by the test")
             assert worker.wait(timeout=90) == 3
         finally:
             private_rabbitmq.ctl("set_permissions", "-p", "/", "guest", ".*", ".*", ".*")
