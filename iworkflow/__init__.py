@@ -3,7 +3,7 @@ from __future__ import annotations
 
 # ``work`` and ``workflow`` are the submodules themselves, callable as the decorators (callable_module.py):
 # ``from iworkflow import workflow`` decorates, ``import iworkflow.workflow as m`` still gives the module.
-from . import work, workflow
+from . import artifacts, work, workflow
 from .asyncresult import AsyncResult, MapResult
 from .config import Settings, load_settings
 from .context import current_workflow
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "artifacts",
     "ConfigurationError",
     "IWorkflowError",
     "JobLostError",

@@ -32,6 +32,8 @@ class JobPayload:
     container_options: dict | None = None
     max_walltime: float | None = None
     name: str = ""
+    #: the executor the driver dispatched through (what an artifact saved by the job records as its lineage)
+    executor: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import traceback
 from collections import deque
 from typing import Any, BinaryIO, Callable
 
-from . import containers, processes, result_store, serialization, source_version
+from . import containers, job_context, processes, result_store, serialization, source_version
 from .envelope import Envelope, peek_header
 from .errors import ErrorInfo, InvalidMessage
+from .job_context import JobContext
 from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload, encode_payload
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
         sys.stdout = tail
         sys.stderr = _Tail(old_err)
     try:
-        with source_version.using(payload.source):
+        with source_version.using(payload.source), job_context.running(JobContext.of(env, payload, WORKER_NAME)):
             func = load_function(payload)
             args, kwargs = serialization.loads(payload.args)
             try:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 from . import serialization
 from .asyncresult import FAILED, FINISHED, SUBFINISHED, AsyncResult, Outcome
 from .callable_module import make_callable
+from .config import redact_url
 from .context import current_workflow
 from .errors import ConfigurationError, WorkCancelled
 from .identity import call_identity, work_identity
@@ -345,6 +346,7 @@ class Work(WorkCompat):
         queue = self.queue
         walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
         reply_to = self.runtime.inbox.destination
+        executor_name = redact_url(self.executor_name)
         start, size = 0, FIRST_CHUNK
         while start < len(todo):
             chunk = []
@@ -352,6 +354,7 @@ class Work(WorkCompat):
                 payload = JobPayload(
                     func=func_bytes, func_digest=digest, args=args_bytes, source=source, init_env=self.init_env,
                     container_options=self.container_options, max_walltime=walltime, name=self.name,
+                    executor=executor_name,
                 )
                 job_id = new_id()
                 data = encode_payload("job", payload, secret, workflow_id=self.workflow_id,

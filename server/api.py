@@ -14,6 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 
 from iworkflow import serialization
+from iworkflow.artifact_catalog import Catalog
+from iworkflow.artifact_store import BlobStore
 from iworkflow.bus.base import Bus
 from iworkflow.errors import ErrorInfo, WorkCancelled
 from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, JobMetrics, ResultPayload, results_destination
@@ -21,6 +23,7 @@ from iworkflow.runner import result_message
 from iworkflow.source_cache import SourceStore
 
 from . import queries
+from .artifacts import SqlAlchemyConnector, artifact_router
 from .auth import TokenPolicy
 from .db import Database
 from .models import CANCELLED, JOB_TERMINAL, WORK_TERMINAL, JobRecord, WorkRecord
@@ -167,6 +170,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                           openapi_extra={"requestBody": {"content": {"application/gzip": {}}, "required": True}})
 
     app.include_router(api)
+    app.include_router(artifact_router(Catalog(SqlAlchemyConnector(ctx.db.engine)),
+                                       BlobStore(Path(ctx.store.location) / "artifacts"), read, write))
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> FileResponse:

@@ -1,0 +1,76 @@
+"""Which job is running here: what the job runner knows of the call it executes, for code inside the job.
+
+``iworkflow.artifacts`` reads it to record how a saved artifact was made (workflow, work, job key, call
+identity, executor, worker).  Set by ``iworkflow.runner.execute`` around the job's function only.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .identity import call_identity, work_identity
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
+    from .messages import JobPayload
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """The call a runner is executing: its routing fields and the parts of its call identity."""
+
+    workflow_id: str | None
+    work_id: str | None
+    work_name: str
+    job_key: str | None
+    attempt: int
+    func_digest: str
+    source_digest: str | None
+    args_digest: str
+    call_identity: str
+    executor: str
+    worker: str
+
+    @classmethod
+    def of(cls, env: "Envelope", payload: "JobPayload", worker: str) -> "JobContext":
+        """The context of one job message (its call identity computed as ``iworkflow.identity`` does)."""
+        source_digest = payload.source.digest if payload.source else None
+        work = work_identity(payload.func_digest, source_digest, payload.init_env, payload.container_options)
+        return cls(workflow_id=env.workflow_id, work_id=env.work_id, work_name=payload.name, job_key=env.job_key,
+                   attempt=env.attempt, func_digest=payload.func_digest, source_digest=source_digest,
+                   args_digest=hashlib.sha256(payload.args).hexdigest(),
+                   call_identity=call_identity(work, payload.args), executor=payload.executor, worker=worker)
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("iworkflow_job", default=None)
+_running: list[JobContext] = []
+_lock = threading.Lock()
+
+
+def current_job() -> JobContext | None:
+    """The job running in this context; in a thread a job started, the process's job when it runs only one."""
+    job = _current.get()
+    if job is None:
+        with _lock:
+            if len(_running) == 1:
+                return _running[0]
+    return job
+
+
+@contextlib.contextmanager
+def running(job: JobContext) -> Iterator[JobContext]:
+    """Make ``job`` current while its function runs."""
+    token = _current.set(job)
+    with _lock:
+        _running.append(job)
+    try:
+        yield job
+    finally:
+        with _lock:
+            _running.remove(job)
+        _current.reset(token)
