@@ -253,7 +253,7 @@ class Catalog:
         else:
             raise ConfigurationError(f"artifact version {ref!r} must be 'latest', a number, a digest or a tag")
         if not rows:
-            raise ArtifactNotFound(f"artifact {name!r} has no {what}; `iworkflow artifacts show {name}` lists its "
+            raise ArtifactNotFound(f"artifact {name!r} has no {what}; `iworkflow artifacts list {name}` lists its "
                                    "versions and tags")
         return rows[0]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from . import artifacts as _artifacts
 from . import run as _run
 from . import server as _server
 from . import status as _status
@@ -26,6 +27,7 @@ app.command("logs")(_status.logs)
 app.command("cancel")(_status.cancel)
 app.command("worker")(_worker.worker)
 app.command("submit")(_submit.submit)
+app.add_typer(_artifacts.app, name="artifacts")
 
 
 def main() -> None:

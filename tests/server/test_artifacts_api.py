@@ -111,3 +111,18 @@ def test_concurrent_saves_from_several_processes_on_postgresql_get_every_version
     assert sorted((v.metadata["worker"], v.metadata["i"]) for v in versions) == [
         (w, i) for w in range(processes) for i in range(count)], "every save is one version: none lost, none twice"
     db.dispose()
+
+
+def test_the_cli_reads_artifacts_from_the_server(make_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    srv = make_server()
+    client(srv.url, srv.token, tmp_path / "w").save("from-server", {"k": 1}, metadata={"note": "hi"})
+    env = dict(os.environ, IWORKFLOW_HOME=str(tmp_path / "cli-home"), IWORKFLOW_TOKEN="")
+    proc = subprocess.run([sys.executable, "-c", "from iworkflow.cli import main; main()", "artifacts", "show",
+                           "from-server@1", "--server", srv.url], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert 'metadata: {"note": "hi"}' in proc.stdout
