@@ -237,16 +237,22 @@ async function renderWorkflow(id) {
 
 // --- routing and refresh ------------------------------------------------------------------------
 function parseRoute() {
-  const m = location.hash.match(/^#\/workflow\/([^/]+)/);
-  return m ? { view: "workflow", id: decodeURIComponent(m[1]) } : { view: "list" };
+  const a = location.hash.match(/^#\/artifacts(?:\/([^/]+))?/);
+  if (a) return { view: "artifacts", name: a[1] ? decodeURIComponent(a[1]) : null };
+  const m = location.hash.match(/^#\/workflow\/([^/]+)(?:\/work\/([^/]+))?/);
+  return m ? { view: "workflow", id: decodeURIComponent(m[1]), work: m[2] ? decodeURIComponent(m[2]) : null }
+    : { view: "list" };
 }
 
 async function refresh() {
   const route = parseRoute();
   $("list-view").hidden = route.view !== "list";
   $("workflow-view").hidden = route.view !== "workflow";
+  $("artifacts-view").hidden = route.view !== "artifacts";
   try {
-    if (route.view === "list") await renderList(); else await renderWorkflow(route.id);
+    if (route.view === "list") await renderList();
+    else if (route.view === "artifacts") await renderArtifacts(route.name);
+    else await renderWorkflow(route.id);
     $("error").hidden = true;
     $("refresh").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
@@ -260,11 +266,12 @@ function schedule() {
   state.timer = setTimeout(async () => { await refresh(); schedule(); }, REFRESH_MS);
 }
 
-window.addEventListener("hashchange", () => { state.selected = null; state.openLogs.clear(); refresh(); });
+window.addEventListener("hashchange", () => { state.selected = parseRoute().work || null; state.openLogs.clear(); refresh(); });
 $("auth-form").addEventListener("submit", ev => {
   ev.preventDefault();
   localStorage.setItem("iworkflow-token", $("auth-token").value);
   $("auth").hidden = true;
   refresh();
 });
+state.selected = parseRoute().work || null;
 refresh().then(schedule);
