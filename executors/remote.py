@@ -10,6 +10,7 @@ import os
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING
 
+from iworkflow import job_context, runtime
 from iworkflow.errors import ConfigurationError, InvalidMessage, JobLostError
 from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
 from iworkflow.runner import WORKER_NAME, failure_message, run_encoded
@@ -31,6 +32,8 @@ def run_job(data: bytes, with_events: bool, capture: bool) -> tuple[bytes, list[
             f"{SECRET_ENV} is not set on worker {WORKER_NAME}: start the workers with the driver's "
             f"{SECRET_ENV} in their environment (see docs/executors.md)")
     events: list[Event] = []
+    if runtime._runtime is None:  # no driver here (a worker process of its own, not an in-process cluster)
+        job_context.mark_process("worker")
     try:
         result = run_encoded(data, secret.encode(), events.append if with_events else None, capture=capture)
     except InvalidMessage as err:

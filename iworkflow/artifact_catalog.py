@@ -76,7 +76,7 @@ class ArtifactVersion:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ArtifactVersion":
+    def from_json(cls, data: dict[str, Any]) -> ArtifactVersion:
         data = dict(data)
         data["lineage"] = Lineage(**data.get("lineage") or {})
         data["tags"] = tuple(data.get("tags") or ())

@@ -39,7 +39,7 @@ def check_digest(digest: str) -> str:
 class PartialBlob(io.RawIOBase):
     """A blob being written to a temporary file, hashed as it goes; ``commit`` names it by its digest."""
 
-    def __init__(self, store: "BlobStore", out: BinaryIO, tmp: str):
+    def __init__(self, store: BlobStore, out: BinaryIO, tmp: str):
         self.store = store
         self.out = out
         self.tmp = tmp
@@ -89,7 +89,7 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def begin(self) -> "PartialBlob":
+    def begin(self) -> PartialBlob:
         """A blob being written: ``write`` chunks, then ``commit`` (or ``abort``)."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".part-")

@@ -15,12 +15,21 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from . import serialization
-from .artifact_catalog import (ArtifactName, ArtifactNotFound, ArtifactVersion, Catalog, Lineage, SqliteConnector,
-                               check_name, parse_ref)
+from .artifact_catalog import (
+    ArtifactName,
+    ArtifactNotFound,
+    ArtifactVersion,
+    Catalog,
+    Lineage,
+    SqliteConnector,
+    check_name,
+    parse_ref,
+)
 from .artifact_store import ArtifactCorrupted, BlobStore, materialize
 from .errors import ConfigurationError
 
@@ -93,11 +102,16 @@ class LocalBackend:
 
 def current_lineage() -> Lineage:
     """Who is saving: the running job (see ``iworkflow.job_context``), else this driver process."""
-    from .job_context import current_job
+    from .job_context import current_job, process_role
     from .runner import WORKER_NAME
 
     now = time.time()
     job = current_job()
+    if job is None and process_role() != "driver":
+        raise ConfigurationError(
+            f"artifacts.save() was called in worker process {WORKER_NAME} outside the thread of any job, so "
+            "the job that made the artifact is not known: save from the job function's own thread (for a thread "
+            "you start, run it with contextvars.copy_context() taken inside the job)")
     if job is not None:
         return Lineage(workflow_id=job.workflow_id, work_id=job.work_id, work_name=job.work_name,
                        job_key=job.job_key, attempt=job.attempt, call_identity=job.call_identity,
@@ -276,5 +290,5 @@ def _list(name: str) -> builtins.list[ArtifactVersion]:
     return configured().list(name)
 
 
-list = _list  # noqa: A001 - ``iworkflow.artifacts.list(name)``, as the issue names it
+list = _list
 list.__name__ = "list"

@@ -37,7 +37,7 @@ class JobContext:
     worker: str
 
     @classmethod
-    def of(cls, env: "Envelope", payload: "JobPayload", worker: str) -> "JobContext":
+    def of(cls, env: Envelope, payload: JobPayload, worker: str) -> JobContext:
         """The context of one job message (its call identity computed as ``iworkflow.identity`` does)."""
         source_digest = payload.source.digest if payload.source else None
         work = work_identity(payload.func_digest, source_digest, payload.init_env, payload.container_options)
@@ -50,12 +50,28 @@ class JobContext:
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("iworkflow_job", default=None)
 _running: list[JobContext] = []
 _lock = threading.Lock()
+#: what this process is: "driver" (jobs may run in its threads beside the user's code), "runner" (runs one job
+#: at a time and nothing else: a local pool process, a job subprocess) or "worker" (a Dask or Ray worker
+#: running jobs in several threads)
+_process_role = "driver"
+
+
+def mark_process(role: str) -> None:
+    """Say what this process is (see ``_process_role``); set by the runner and the remote-executor entry points."""
+    global _process_role
+    if role not in ("driver", "runner", "worker"):
+        raise ValueError(f"unknown process role {role!r}")
+    _process_role = role
+
+
+def process_role() -> str:
+    return _process_role
 
 
 def current_job() -> JobContext | None:
-    """The job running in this context; in a thread a job started, the process's job when it runs only one."""
+    """The job running in this context; in a thread a job started, the job of a runner process (it runs one)."""
     job = _current.get()
-    if job is None:
+    if job is None and _process_role == "runner":
         with _lock:
             if len(_running) == 1:
                 return _running[0]

@@ -340,6 +340,7 @@ def serve() -> int:
     global _serving_pid
     proto_in, proto_out = _protocol_streams()
     _serving_pid = os.getpid()
+    job_context.mark_process("runner")
     _guard_protocol((proto_in, proto_out.fileno()))
     processes.become_subreaper()
     records = os.environ.get(containers.RECORDS_ENV)
@@ -377,6 +378,7 @@ def serve() -> int:
 def once() -> int:
     """One job from stdin, its result to stdout (used behind ``init_env`` and container prefixes)."""
     proto_in, proto_out = _protocol_streams()
+    job_context.mark_process("runner")
     with os.fdopen(proto_in, "rb") as stream:
         data = stream.read()
     secret = _secret()

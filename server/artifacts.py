@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
@@ -30,7 +30,7 @@ class SqlAlchemyConnector:
         self.engine = engine
 
     @contextlib.contextmanager
-    def transaction(self, write: bool) -> Iterator["SqlAlchemyConnector._Tx"]:
+    def transaction(self, write: bool) -> Iterator[SqlAlchemyConnector._Tx]:
         with self.engine.begin() as conn:
             yield self._Tx(conn)
 

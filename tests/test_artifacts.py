@@ -174,3 +174,20 @@ def test_concurrent_saves_from_several_processes_on_sqlite_get_every_version_onc
     values = sorted((store.load("shared", v.version)["worker"], store.load("shared", v.version)["i"])
                     for v in versions)
     assert values == expected, "every save is one version: none lost, none twice"
+
+
+@work
+def save_from_a_thread():
+    import threading
+
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(v=artifacts.save("threaded", 1).version))
+    thread.start()
+    thread.join()
+    return out["v"]
+
+
+def test_a_thread_a_job_starts_in_a_runner_process_saves_with_that_jobs_lineage(home):
+    version = save_from_a_thread()
+    lin = artifacts.lineage("threaded", version)
+    assert lin.executor == "local" and lin.work_name == "save_from_a_thread" and lin.job_key

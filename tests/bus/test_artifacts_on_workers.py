@@ -26,9 +26,10 @@ def deploy(tmp_path):
 @pytest.fixture
 def server_url(tmp_path):
     """A server of its own (own memory bus, SQLite): only its artifact endpoints are used here."""
+    from iworkflow.server.service import Server, ServerOptions
+
     from iworkflow.bus.memory import MemoryBus
     from iworkflow.config import load_settings
-    from iworkflow.server.service import Server, ServerOptions
 
     bus = MemoryBus()
     settings = load_settings(db=f"sqlite:///{tmp_path / 'server.db'}", token=TOKEN,

@@ -1,5 +1,5 @@
 """Artifacts kept by the server: REST round trips on SQLite and PostgreSQL, token-protected writes, corrupted
-server blobs refused by the client, and concurrent saves from several processes on PostgreSQL."""
+server blobs refused by the client, and concurrent saves from several processes on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import multiprocessing
@@ -30,7 +30,8 @@ def test_save_list_promote_and_load_through_the_server(make_server, db_url, tmp_
     b = client(srv.url, srv.token, tmp_path / "b")
     assert b.load("bdt", 1) == {"depth": 3}
     assert (b.load("bdt", "production") / "w.bin").read_bytes() == b"\x00\x01" * 40000
-    assert [(v.version, v.metadata["auc"], v.tags) for v in b.list("bdt")] == [(1, 0.91, ()), (2, 0.93, ("production",))]
+    assert [(v.version, v.metadata["auc"], v.tags) for v in b.list("bdt")] == [
+        (1, 0.91, ()), (2, 0.93, ("production",))]
     assert b.show("bdt", v1.digest).version == 1 and b.lineage("bdt", 2).executor == "driver"
     assert [(n.name, n.latest, n.tags) for n in b.names()] == [("bdt", 2, {"production": 2})]
     assert v2.kind == "directory"
@@ -77,10 +78,11 @@ def test_a_blob_corrupted_on_the_server_is_refused_by_the_client(make_server, tm
     assert not reader.backend.blobs.has(record.digest), "the damaged download is not cached"
 
 
-def _save_on_postgres(url: str, worker: int, count: int, barrier) -> None:
-    from iworkflow.artifact_catalog import Lineage
+def _save_through_the_server_catalog(url: str, worker: int, count: int, barrier) -> None:
     from iworkflow.server.artifacts import SqlAlchemyConnector
     from iworkflow.server.db import make_engine
+
+    from iworkflow.artifact_catalog import Lineage
 
     engine = make_engine(url)
     catalog = Catalog(SqlAlchemyConnector(engine))
@@ -91,16 +93,16 @@ def _save_on_postgres(url: str, worker: int, count: int, barrier) -> None:
     engine.dispose()
 
 
-@pytest.mark.postgres
-def test_concurrent_saves_from_several_processes_on_postgresql_get_every_version_once(pg_url):
+def test_concurrent_saves_from_several_processes_on_the_server_database_get_every_version_once(db_url):
     from iworkflow.server.artifacts import SqlAlchemyConnector
     from iworkflow.server.db import Database
 
-    db = Database(pg_url)  # migrations to head, 0005_artifacts included
+    db = Database(db_url)  # migrations to head, 0005_artifacts included
     processes, count = 4, 10
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
-    procs = [ctx.Process(target=_save_on_postgres, args=(pg_url, w, count, barrier)) for w in range(processes)]
+    procs = [ctx.Process(target=_save_through_the_server_catalog, args=(db_url, w, count, barrier))
+             for w in range(processes)]
     for p in procs:
         p.start()
     for p in procs:

@@ -3,11 +3,10 @@ click from a version through to the DAG node of the job that made it."""
 from __future__ import annotations
 
 import pytest
+from test_dashboard import SCREENSHOTS, page  # noqa: F401 - the browser page fixture
 
 import iworkflow
 from iworkflow import artifacts
-
-from test_dashboard import SCREENSHOTS, page  # noqa: F401 - the browser page fixture
 
 pytestmark = pytest.mark.browser
 
