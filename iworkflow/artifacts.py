@@ -35,8 +35,9 @@ from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
+#: ``list`` is left out: ``from iworkflow.artifacts import *`` must not shadow the builtin (use ``artifacts.list``)
 __all__ = ["ArtifactCorrupted", "ArtifactName", "ArtifactNotFound", "ArtifactVersion", "Artifacts", "Lineage", "get",
-           "lineage", "list", "load", "names", "parse_ref", "promote", "save", "show"]
+           "lineage", "load", "names", "parse_ref", "promote", "save", "show"]
 
 Ref = str | int | None
 

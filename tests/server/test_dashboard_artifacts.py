@@ -2,13 +2,33 @@
 click from a version through to the DAG node of the job that made it."""
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
-from test_dashboard import SCREENSHOTS, page  # noqa: F401 - the browser page fixture
 
 import iworkflow
 from iworkflow import artifacts
 
 pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("IWORKFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(os.environ.get("IWORKFLOW_SCREENSHOTS", Path(tempfile.gettempdir()) / "iworkflow-screenshots"))
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the 'dev' extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        finally:
+            browser.close()
 
 
 def run_training(runtime, server) -> dict:
@@ -34,7 +54,7 @@ def run_training(runtime, server) -> dict:
     return seen
 
 
-def test_artifact_versions_show_metadata_and_link_to_the_dag_node_of_their_job(runtime, server, page):  # noqa: F811
+def test_artifact_versions_show_metadata_and_link_to_the_dag_node_of_their_job(runtime, server, page):
     seen = run_training(runtime, server)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
