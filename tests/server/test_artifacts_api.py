@@ -128,3 +128,24 @@ def test_the_cli_reads_artifacts_from_the_server(make_server, tmp_path):
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert 'metadata: {"note": "hi"}' in proc.stdout
+
+
+def test_the_artifacts_migration_downgrades_and_upgrades_again(db_url):
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from iworkflow.server.db import MIGRATIONS, Database, upgrade
+
+    db = Database(db_url)
+    tables = {"iwf_artifact_names", "iwf_artifact_versions", "iwf_artifact_tags"}
+    assert tables <= set(sa.inspect(db.engine).get_table_names())
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")  # 0005_artifacts is the head
+    assert not tables & set(sa.inspect(db.engine).get_table_names())
+    upgrade(db.engine)
+    assert tables <= set(sa.inspect(db.engine).get_table_names())
+    db.dispose()
