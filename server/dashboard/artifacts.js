@@ -26,6 +26,24 @@ function madeBy(v) {
       text: "call " + (lin.call_identity || "").slice(0, 16) }));
 }
 
+// a plain link when reads are open; with a stored token, the download goes through fetch with the bearer header
+function downloadLink(v) {
+  const href = `/api/artifact-blobs/${v.digest}`, file = v.filename || `${v.name}-v${v.version}`;
+  return el("a", { class: "download", href, download: file, text: v.digest.slice(0, 12), onclick: async ev => {
+    const token = localStorage.getItem("iworkflow-token");
+    if (!token) return;
+    ev.preventDefault();
+    const res = await fetch(href, { headers: { Authorization: "Bearer " + token } });
+    if (!res.ok) { $("error").hidden = false; $("error").textContent = `download failed: HTTP ${res.status}`; return; }
+    const url = URL.createObjectURL(await res.blob());
+    const a = el("a", { href: url, download: file });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } });
+}
+
 async function renderArtifactNames() {
   const names = await api("/artifacts");
   $("crumbs").replaceChildren(el("a", { href: "#/", text: "workflows" }), " / artifacts");
@@ -52,8 +70,7 @@ async function renderArtifactVersions(name) {
     el("td", { text: v.tags.join(", ") || "" }),
     el("td", { text: v.kind + (v.filename ? ` (${v.filename})` : "") }),
     el("td", { text: fmtSize(v.size) }),
-    el("td", { class: "mono", title: v.digest },
-      el("a", { href: `/api/artifact-blobs/${v.digest}`, download: `${v.name}-v${v.version}`, text: v.digest.slice(0, 12) })),
+    el("td", { class: "mono", title: v.digest }, downloadLink(v)),
     el("td", {}, el("pre", { class: "metadata", text: JSON.stringify(v.metadata, null, 1) })),
     el("td", {}, madeBy(v)),
     el("td", { text: fmtTime(v.lineage.created_at) })));

@@ -80,3 +80,22 @@ def test_artifact_versions_show_metadata_and_link_to_the_dag_node_of_their_job(r
     assert seen["workflow_id"] in page.url and node.get_attribute("data-name") == "train"
     page.wait_for_function("document.querySelectorAll('#panel tr.job').length === 2", timeout=5_000)
     assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_a_version_downloads_with_the_token_when_reads_need_it(runtime, make_server, page, tmp_path):
+    import hashlib
+
+    server = make_server(read_token_required=True)
+    (tmp_path / "weights.bin").write_bytes(bytes(range(256)) * 100)
+    runtime.settings = runtime.settings.with_(server_url=server.url, token=server.token)
+    record = artifacts.save("guarded-model", tmp_path / "weights.bin")
+
+    page.goto(server.url + "/#/artifacts/guarded-model")
+    page.locator("#auth-token").fill(server.token)
+    page.locator("#auth-form button").click()
+    link = page.locator(f"#artifact-versions tr[data-version='{record.version}'] a.download")
+    link.wait_for(timeout=10_000)
+    with page.expect_download(timeout=10_000) as download:
+        link.click()
+    assert download.value.suggested_filename == "weights.bin"
+    assert hashlib.sha256(Path(download.value.path()).read_bytes()).hexdigest() == record.digest
