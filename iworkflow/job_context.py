@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from .identity import call_identity, work_identity
 
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class JobContext:
-    """The call a runner is executing: its routing fields and the parts of its call identity."""
+    """The call a runner is executing: its routing fields and the parts of its call identity (the digests are
+    computed when first asked for: most jobs never need them)."""
 
     workflow_id: str | None
     work_id: str | None
@@ -31,20 +33,30 @@ class JobContext:
     attempt: int
     func_digest: str
     source_digest: str | None
-    args_digest: str
-    call_identity: str
     executor: str
     worker: str
+    args: bytes = field(repr=False, default=b"")
+    init_env: str | None = field(repr=False, default=None)
+    container_options: Any = field(repr=False, default=None)
 
     @classmethod
     def of(cls, env: Envelope, payload: JobPayload, worker: str) -> JobContext:
-        """The context of one job message (its call identity computed as ``iworkflow.identity`` does)."""
-        source_digest = payload.source.digest if payload.source else None
-        work = work_identity(payload.func_digest, source_digest, payload.init_env, payload.container_options)
+        """The context of one job message."""
         return cls(workflow_id=env.workflow_id, work_id=env.work_id, work_name=payload.name, job_key=env.job_key,
-                   attempt=env.attempt, func_digest=payload.func_digest, source_digest=source_digest,
-                   args_digest=hashlib.sha256(payload.args).hexdigest(),
-                   call_identity=call_identity(work, payload.args), executor=payload.executor, worker=worker)
+                   attempt=env.attempt, func_digest=payload.func_digest,
+                   source_digest=payload.source.digest if payload.source else None, executor=payload.executor,
+                   worker=worker, args=payload.args, init_env=payload.init_env,
+                   container_options=payload.container_options)
+
+    @functools.cached_property
+    def args_digest(self) -> str:
+        return hashlib.sha256(self.args).hexdigest()
+
+    @functools.cached_property
+    def call_identity(self) -> str:
+        """As ``iworkflow.identity`` computes it in the driver (function, source, environment, arguments)."""
+        work = work_identity(self.func_digest, self.source_digest, self.init_env, self.container_options)
+        return call_identity(work, self.args)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("iworkflow_job", default=None)
