@@ -23,6 +23,9 @@ class Executor(ABC):
     #: whether jobs run in other processes, each with the snapshot of the workflow's source tree its run
     #: packed (False: jobs run inside the driver, with the modules it has imported)
     ships_source: bool = True
+    #: whether the workers fetch a job's source tree over the bus from its driver when they do not have it
+    #: (the job header then names the driver's blobs queue: ``iworkflow.blob_transfer``)
+    source_over_bus: bool = False
 
     def __init__(self, settings: "Settings", bus: "Bus", address: str | None = None):
         self.settings = settings

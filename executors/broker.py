@@ -40,6 +40,7 @@ class BrokerExecutor(Executor):
     """
 
     ships_source = True
+    source_over_bus = True
 
     def __init__(self, settings, bus, address: str | None = None):
         super().__init__(settings, bus, address)

@@ -63,6 +63,7 @@ class _PoolProcess:
         #: where the container guards of this process's jobs record their containers, removed if it is killed
         self.container_records = containers.new_records()
         env[containers.RECORDS_ENV] = self.container_records
+        env.update(pool.runner_env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "iworkflow.runner", "serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True,
@@ -200,6 +201,8 @@ class LocalExecutor(Executor):
     """Runs jobs in ``slots`` local runner processes (default: one per core)."""
 
     ships_source = True
+    #: extra environment of the runner processes (``iworkflow worker`` names the queue serving their results)
+    runner_env: dict[str, str] = {}
 
     def __init__(self, settings, bus, address: str | None = None, slots: int | None = None,
                  started_events: bool = True):

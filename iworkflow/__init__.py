@@ -7,7 +7,8 @@ from . import artifacts, work, workflow
 from .asyncresult import AsyncResult, MapResult
 from .config import Settings, load_settings
 from .context import current_workflow
-from .errors import ConfigurationError, IWorkflowError, JobLostError, JobTooOld, RemoteError, WorkCancelled
+from .errors import (ConfigurationError, IWorkflowError, JobLostError, JobTooOld, RemoteError, SourceUnavailable,
+                     WorkCancelled)
 from .ids import get_unique_id_for_dict
 from .runtime import configure, get_runtime, shutdown
 from .work import Work
@@ -25,6 +26,7 @@ __all__ = [
     "MapResult",
     "RemoteError",
     "Settings",
+    "SourceUnavailable",
     "Work",
     "WorkCancelled",
     "Workflow",

@@ -302,7 +302,7 @@ class AsyncResult:
             try:
                 value = payload.value
                 if result_store.is_reference(value):
-                    value = result_store.resolve(value, self._runtime.settings.token)
+                    value = result_store.resolve(value, self._runtime.settings.token, self._runtime.fetch_blob)
                 outcome.value = serialization.loads(value) if value is not None else None
             except Exception as exc:  # e.g. the result's class is not importable in the driver
                 from .runner import error_info

@@ -61,6 +61,9 @@ class Settings:
     event_backlog_ttl: float = 86400.0
     #: job results larger than this go to the result store; the message carries a reference
     result_inline_max_mb: float = 1.0
+    #: how long a worker (or driver) waits for the next part of a source tree (or large result) it fetches over
+    #: the broker from the process that holds it, before it gives up saying so
+    blob_fetch_timeout: float = 30.0
     #: "auto": large fan-outs of a function measured to be short travel in bundles; "off": one job per message
     bundles: str = "auto"
     #: RabbitMQ job queues: "classic" (lowest latency; iworkflow counts lost deliveries) or "quorum"

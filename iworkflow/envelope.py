@@ -4,7 +4,8 @@ Wire layout: ``b"IWF" + version(1 byte) + header length (4 bytes, big endian) + 
 signature (32 bytes) + body``.  The signature is HMAC-SHA256 over header JSON and body, so a
 receiver verifies before it ever unpickles the body.  A job's header may carry ``reply_to``, the
 queue its result goes to (the driver's results queue), and what a worker must know without unpickling
-the body: ``driver`` (a detached workflow's driver job) and ``walltime`` (its ``max_walltime``).
+the body: ``driver`` (a detached workflow's driver job), ``walltime`` (its ``max_walltime``) and
+``source``/``source_from`` (its source tree's digest, and the driver queue that serves it).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .ids import random_hex
 
 MAGIC = b"IWF"
 VERSION = 1
-KINDS = ("job", "result", "event", "control", "bundle")
+KINDS = ("job", "result", "event", "control", "bundle", "blob_request", "blob_chunk")
 _PREFIX = struct.Struct(">3sBI")
 _SIG_LEN = 32
 
@@ -46,6 +47,9 @@ class Envelope:
     driver: bool = False
     #: a job's ``max_walltime`` in seconds (None: unbounded)
     walltime: float | None = None
+    #: a job's source tree (sha256) and the queue of the driver that serves it over the bus (``blob_transfer``)
+    source: str | None = None
+    source_from: str | None = None
 
     def header(self) -> dict:
         header = {
@@ -64,6 +68,10 @@ class Envelope:
             header["driver"] = True
         if self.walltime:
             header["walltime"] = self.walltime
+        if self.source:
+            header["source"] = self.source
+        if self.source_from:
+            header["source_from"] = self.source_from
         return header
 
 
@@ -170,6 +178,14 @@ def _optional_seconds(value: object) -> float | None:
     return float(value)
 
 
+def _optional_digest(value: object) -> str | None:
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(f"expected a sha256 hex digest, got {value!r}")
+    return value
+
+
 def decode(data: bytes, secret: bytes) -> Envelope:
     """Verify and decode; raises BadSignature or InvalidMessage, never unpickles anything."""
     header, sig, body = _split(data)
@@ -192,6 +208,8 @@ def decode(data: bytes, secret: bytes) -> Envelope:
             reply_to=_optional_str(h.get("reply_to")),
             driver=_optional_bool(h.get("driver")),
             walltime=_optional_seconds(h.get("walltime")),
+            source=_optional_digest(h.get("source")),
+            source_from=_optional_str(h.get("source_from")),
         )
     except (ValueError, KeyError, TypeError, OverflowError) as err:
         raise InvalidMessage(f"malformed message header: {err!r}") from None

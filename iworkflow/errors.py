@@ -32,6 +32,10 @@ class UnsafeArchiveError(IWorkflowError):
     """A source tarball holds a member that would escape the extraction directory."""
 
 
+class SourceUnavailable(IWorkflowError, FileNotFoundError):
+    """A worker could not obtain a job's source tree (nothing shared with its driver reached it)."""
+
+
 class RemoteError(IWorkflowError):
     """A job failed remotely with an exception whose type cannot be rebuilt here."""
 

@@ -14,10 +14,12 @@ from .errors import ErrorInfo, InvalidMessage
 
 @dataclass(frozen=True)
 class SourceRef:
-    """Where a job finds the workflow's source tree: a content hash and the store that holds it."""
+    """Where a job finds the workflow's source tree: a content hash and the store that holds it, or the
+    tarball itself (``data``: a detached driver's job carries its tree, since its submitter may be gone)."""
 
     digest: str
     store: str
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Job:
     expected_seconds: float | None = None
     #: how many jobs the work fans out to in all (a work may be dispatched in several chunks)
     fanout: int = 1
+    #: the source tree the job runs with (executors that move trees themselves read it: Dask, Ray)
+    source: SourceRef | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,79 @@ def decode_events(data: bytes, secret: bytes) -> list[Event]:
         return [Event(**item) for item in items]
     except (ValueError, TypeError) as err:
         raise InvalidMessage(f"malformed event batch: {err}") from None
+
+
+#: each driver and worker serves blobs (source tarballs, large results) on its own queue ``blobs.<name>``
+BLOBS_PREFIX = "blobs."
+SOURCE, RESULT = "source", "result"
+
+
+def blobs_destination(name: str) -> str:
+    return BLOBS_PREFIX + name
+
+
+@dataclass(frozen=True)
+class BlobRequest:
+    """Ask the process serving ``blobs.<name>`` for a source tarball or a stored result, by digest; the answer
+    comes as ``BlobChunk`` messages on ``reply_to``."""
+
+    what: str
+    digest: str
+    reply_to: str
+    request_id: str
+
+    def encode(self, secret: bytes) -> bytes:
+        return encode(Envelope(kind="blob_request", body=json.dumps(asdict(self)).encode()), secret)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> "BlobRequest":
+        if env.kind != "blob_request":
+            raise InvalidMessage(f"expected a blob_request message, got {env.kind!r}")
+        try:
+            request = cls(**json.loads(env.body))
+        except (ValueError, TypeError) as err:
+            raise InvalidMessage(f"malformed blob request: {err}") from None
+        if request.what not in (SOURCE, RESULT) or not all(
+                isinstance(v, str) for v in (request.digest, request.reply_to, request.request_id)):
+            raise InvalidMessage(f"malformed blob request {asdict(request)!r}")
+        return request
+
+
+_META = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class BlobChunk:
+    """Part ``index`` of ``count`` of a blob of ``size`` bytes (each part a signed message of its own); a refused
+    request is answered by one chunk with ``error`` set."""
+
+    request_id: str
+    digest: str
+    index: int
+    count: int
+    size: int
+    data: bytes = b""
+    error: str = ""
+
+    def encode(self, secret: bytes) -> bytes:
+        meta = json.dumps({"request_id": self.request_id, "digest": self.digest, "index": self.index,
+                           "count": self.count, "size": self.size, "error": self.error}).encode()
+        return encode(Envelope(kind="blob_chunk", body=_META.pack(len(meta)) + meta + self.data), secret)
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> "BlobChunk":
+        if env.kind != "blob_chunk":
+            raise InvalidMessage(f"expected a blob_chunk message, got {env.kind!r}")
+        body = env.body
+        try:
+            (length,) = _META.unpack_from(body)
+            meta = json.loads(body[_META.size : _META.size + length])
+            chunk = cls(data=body[_META.size + length :], **meta)
+        except (struct.error, ValueError, TypeError) as err:
+            raise InvalidMessage(f"malformed blob chunk: {err}") from None
+        if not (0 <= chunk.index < max(chunk.count, 1)) or chunk.size < 0:
+            raise InvalidMessage(f"blob chunk {chunk.index} of {chunk.count} is out of range")
+        return chunk
 
 
 CONTROL_TOPIC = "control"

@@ -29,6 +29,9 @@ class Runtime:
         self._run = None
         self._inbox = None
         self._job_seconds: dict[str, float] = {}
+        self._blobs = None
+        #: source trees this driver's works shipped, by digest: what its blob endpoint serves
+        self._shipped: dict[str, Any] = {}
         self._lock = threading.RLock()
         self.emit_events = settings.emits_events
 
@@ -52,6 +55,39 @@ class Runtime:
 
                     self._inbox = Inbox(self.bus, self.secret)
         return self._inbox
+
+    @property
+    def blobs(self):
+        """This process's blob endpoint (``iworkflow.blob_transfer``), on a connection of its own: a large result
+        is fetched from inside a results handler, whose bus thread would otherwise never see the answer."""
+        if self._blobs is None:
+            with self._lock:
+                if self._blobs is None:
+                    from .blob_transfer import BlobEndpoint
+                    from .bus import connect
+                    from .messages import SOURCE
+
+                    bus = connect(self.settings.broker, self.settings)
+                    self._blobs = BlobEndpoint(bus, self.secret, "driver", {SOURCE: self._shipped_source}).start()
+        return self._blobs
+
+    def serve_source(self, ref) -> str:
+        """Serve ``ref``'s tree to workers over the bus (for as long as this process runs); returns the queue
+        that workers ask."""
+        self._shipped[ref.digest] = ref
+        return self.blobs.destination
+
+    def _shipped_source(self, digest: str) -> bytes:
+        ref = self._shipped.get(digest)
+        if ref is None:
+            raise FileNotFoundError(f"source {digest} was not shipped by this driver")
+        from .source_shipping import read
+
+        return read(ref)
+
+    def fetch_blob(self, owner: str, what: str, digest: str) -> bytes:
+        """A blob (a large result) from the process serving it on the bus queue ``owner``."""
+        return self.blobs.fetch(owner, what, digest, self.settings.blob_fetch_timeout)
 
     def note_job_seconds(self, func_digest: str, seconds: float) -> None:
         """Keep a moving average of how long a function's jobs run (what executors may bundle by)."""
@@ -108,6 +144,10 @@ class Runtime:
             if self._inbox is not None:
                 self._inbox.close()
                 self._inbox = None
+            if self._blobs is not None:
+                self._blobs.close()
+                self._blobs.bus.close()
+                self._blobs = None
             if self._result_cache is not None:
                 self._result_cache.close()
                 self._result_cache = None

@@ -46,13 +46,9 @@ def active_path() -> str | None:
 
 
 def _unpacked(ref: SourceRef) -> str:
-    if ref.store.startswith(("http://", "https://")):
-        from .source_http import HttpSourceStore
+    from .source_shipping import unpacked
 
-        return str(HttpSourceStore(ref.store).unpacked(ref.digest))
-    from .source_cache import SourceStore
-
-    return str(SourceStore(ref.store).unpacked(ref.digest))
+    return str(unpacked(ref))
 
 
 def _locations(module) -> list[str]:

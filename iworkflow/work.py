@@ -297,6 +297,10 @@ class Work(WorkCompat):
             identities = [call_identity(work, args_bytes) for _key, args_bytes in todo]
             records = run.occurrences(identities) if run is not None else identities
             self._calls = {key: (ident, rec) for (key, _), ident, rec in zip(todo, identities, records)}
+        if source is not None and self.detached_driver:
+            from .source_shipping import with_tarball
+
+            source = with_tarball(source)  # the submitter may be gone before a worker takes the driver's job
         return _Calls(func_bytes, digest, source if self._ships_source(executor) else None, todo)
 
     def _reuse(self) -> dict[str, bytes]:
@@ -347,6 +351,10 @@ class Work(WorkCompat):
         walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
         reply_to = self.runtime.inbox.destination
         executor_name = redact_url(self.executor_name)
+        shipping = {}
+        if (source is not None and source.data is None and getattr(executor, "source_over_bus", False)
+                and not self.runtime.settings.is_embedded):
+            shipping = {"source": source.digest, "source_from": self.runtime.serve_source(source)}
         start, size = 0, FIRST_CHUNK
         while start < len(todo):
             chunk = []
@@ -359,11 +367,12 @@ class Work(WorkCompat):
                 job_id = new_id()
                 data = encode_payload("job", payload, secret, workflow_id=self.workflow_id,
                                       work_id=self.internal_id, job_key=key, attempt=1, id=job_id,
-                                      reply_to=reply_to, driver=self.detached_driver, walltime=walltime)
+                                      reply_to=reply_to, driver=self.detached_driver, walltime=walltime,
+                                      **shipping)
                 chunk.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id,
                                  job_key=key, attempt=1, data=data, queue=queue, core_count=self.core_count,
                                  total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
-                                 expected_seconds=expected, fanout=len(todo)))
+                                 expected_seconds=expected, fanout=len(todo), source=source))
             start += size
             size = min(MAX_CHUNK, size * 2)
             yield chunk

@@ -115,7 +115,7 @@ def test_the_runner_puts_the_shipped_source_tree_on_sys_path(tmp_path):
 
 def test_the_runner_reports_a_missing_source_as_a_job_failure(tmp_path):
     result = _run_once(_job(lambda: 1, SourceRef("a" * 64, str(tmp_path / "empty"))))
-    assert not result.ok and "FileNotFoundError" in result.error.type_name
+    assert not result.ok and "SourceUnavailable" in result.error.type_name and "source_store" in result.error.message
 
 
 def test_the_runner_refuses_a_job_signed_with_another_secret():

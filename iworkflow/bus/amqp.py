@@ -52,6 +52,8 @@ HEARTBEAT = 20
 RECONNECT_WAIT = wait_exponential(multiplier=0.2, max=10.0) + wait_random(0, 0.5)
 JOBS_PREFIX = "jobs."
 RESULTS_PREFIX = "results."
+#: a crashed process's blobs queue (``iworkflow.blob_transfer``) goes away as its results queue does
+BLOBS_PREFIX = "blobs."
 #: how often (and how patiently) a consumer the broker ended is re-established before it is given up as lost
 CONSUMER_RETRIES = 5
 CONSUMER_RETRY_WAIT = wait_exponential(multiplier=0.25, max=4.0) + wait_random(0, 0.25)
@@ -350,7 +352,7 @@ class AmqpBus(Bus):
         args: dict[str, Any] = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dead_letter_queue}
         if name.startswith(self.prefix + JOBS_PREFIX) and self.quorum_jobs:
             args["x-queue-type"] = "quorum"
-        elif name.startswith(self.prefix + RESULTS_PREFIX):
+        elif name.startswith((self.prefix + RESULTS_PREFIX, self.prefix + BLOBS_PREFIX)):
             args["x-expires"] = RESULTS_QUEUE_EXPIRES_MS  # a crashed driver's results queue goes away
         return args
 

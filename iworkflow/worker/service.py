@@ -13,9 +13,11 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from .. import result_store
+from ..blob_transfer import BlobEndpoint
 from ..bus.base import Bus, Delivery, Subscription
 from ..bus.delivery import Bundle
 from ..config import Settings
@@ -27,6 +29,7 @@ from ..messages import (
     CONTROL_TOPIC,
     DEAD_LETTER_QUEUE,
     HOLDERS_TOPIC,
+    SOURCE,
     Control,
     Event,
     Job,
@@ -96,6 +99,10 @@ class Worker:
         # the heartbeat sent when a job is accepted stands for its job_started event
         self.jobs = LocalExecutor(settings, bus, slots=self.slots, started_events=False)
         self.drivers = LocalExecutor(settings, bus, slots=self.driver_slots, started_events=False)
+        #: serves the large results its jobs stored, and fetches the source trees of jobs from their drivers
+        self.blobs = _worker_blobs(settings, bus)
+        self.jobs.runner_env = self.drivers.runner_env = {result_store.BLOBS_ENV: self.blobs.destination}
+        self.sources = SourceFetcher(self.blobs, settings, self.name)
         self.events = EventBatcher(bus, self.secret)
         #: holder notices of first deliveries, and driver jobs' heartbeats (their lease), batched like events
         self.notices = EventBatcher(bus, self.secret, topic=HOLDERS_TOPIC)
@@ -125,6 +132,7 @@ class Worker:
         self._subs[jobs + DRIVER_SUFFIX] = self.bus.consume(jobs + DRIVER_SUFFIX, self._on_driver,
                                                             prefetch=self.driver_slots)
         self._subs[jobs] = self.bus.consume(jobs, self._on_job, prefetch=self.state.prefetch)
+        self.blobs.start()
         threading.Thread(target=self._tick_loop, name="iworkflow-worker-heartbeat", daemon=True).start()
         logger.info("worker %s serving %s with %d slot(s) (+%d for drivers)", self.name, jobs, self.slots,
                     self.driver_slots)
@@ -153,6 +161,10 @@ class Worker:
         self.drivers.shutdown(wait=True)
         self.events.close()
         self.notices.close()
+        self.sources.close()
+        self.blobs.close()
+        if self.blobs.bus is not self.bus:
+            self.blobs.bus.close()
         return True
 
     def status(self) -> dict[str, Any]:
@@ -317,6 +329,14 @@ class Worker:
         self._publish_then(destination, i.token.body, (i.token,))
 
     def _do_Run(self, i: Run) -> None:
+        """Run the job once its source tree is here (fetched from its driver over the bus if needed)."""
+        fetching = self.sources.fetching(i.token.body)
+        if fetching is None:
+            self._run(i)
+        else:
+            fetching.add_done_callback(lambda _f: self._run(i))
+
+    def _run(self, i: Run) -> None:
         job = i.job
         data = Job(id=job.id, workflow_id=job.workflow_id, work_id=job.work_id, job_key=job.job_key,
                    attempt=job.attempt, data=i.token.body, queue=self.queue, max_walltime=job.walltime,
@@ -401,4 +421,57 @@ class Worker:
         self.failed = i.message
 
 
-__all__ = ["DRIVER_SUFFIX", "JOBS_DONE", "JOBS_HELD", "Worker"]
+def _worker_blobs(settings: Settings, bus: Bus) -> BlobEndpoint:
+    """The worker's blob endpoint, on a broker connection of its own (its handlers never wait on the jobs' bus
+    thread); an in-process bus has nobody elsewhere to serve."""
+    from ..bus import connect
+    from ..messages import RESULT
+
+    own = bus if settings.is_embedded else connect(settings.broker, settings)
+    return BlobEndpoint(own, settings.secret_bytes, "worker",
+                        {RESULT: lambda digest: result_store.results_store(settings).get(digest)})
+
+
+class SourceFetcher:
+    """Fetches the source trees of jobs from their drivers into this worker's store, once per digest."""
+
+    def __init__(self, blobs: BlobEndpoint, settings: Settings, name: str):
+        from ..source_cache import SourceStore
+
+        self.blobs = blobs
+        self.settings = settings
+        self.name = name
+        self.store = SourceStore(settings.store_path)
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="iworkflow-source-fetch")
+
+    def fetching(self, job_data: bytes) -> Future | None:
+        """None when the job can run now (no tree named, or it is here already), else the fetch it waits for."""
+        header = peek_header(job_data)
+        digest, owner = header.get("source"), header.get("source_from")
+        if not digest or not owner or self.store.has(digest):
+            return None
+        with self._lock:
+            future = self._inflight.get(digest)
+            if future is None:
+                future = self._inflight[digest] = self._pool.submit(self._fetch, digest, owner)
+            return future
+
+    def _fetch(self, digest: str, owner: str) -> None:
+        try:
+            data = self.blobs.fetch(owner, SOURCE, digest, self.settings.blob_fetch_timeout)
+            self.store.put(digest, data)
+            logger.info("worker %s fetched source %s (%d bytes) from %s", self.name, digest[:12], len(data), owner)
+        except Exception as err:  # noqa: BLE001 - the job then fails in its runner, naming the three ways
+            logger.warning("worker %s could not fetch source %s from its driver (%s): %s", self.name, digest[:12],
+                           owner, err)
+        finally:
+            with self._lock:
+                self._inflight.pop(digest, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["DRIVER_SUFFIX", "JOBS_DONE", "JOBS_HELD", "SourceFetcher", "Worker"]

@@ -1,4 +1,5 @@
-"""End to end over real brokers: drivers in this process (or CLI processes), `iworkflow worker` subprocesses."""
+"""End to end over real brokers: drivers in this process (or CLI processes), `iworkflow worker` subprocesses,
+each as another machine (``other_machine``): they share nothing with the driver but the broker."""
 from __future__ import annotations
 
 import logging
@@ -11,6 +12,7 @@ import time
 import pytest
 from broker_cleanup import run_prefix
 from fresh_code import check, two_runs
+from other_machine import OtherMachine
 
 import iworkflow
 from iworkflow import work
@@ -33,14 +35,19 @@ class Deployment:
         self.queue = "q"
         self.tmp = tmp_path
         self.workers: list[subprocess.Popen] = []
+        self.machines: list[OtherMachine] = []
+        #: a directory driver and workers both see, for the tests' own markers (never for iworkflow's files)
+        self.shared = tmp_path.parent / f"{tmp_path.name}-shared"
+        self.shared.mkdir()
         self.env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=self.prefix, IWORKFLOW_BROKER=self.url,
                         IWORKFLOW_QUEUE=self.queue, IWORKFLOW_HEARTBEAT_INTERVAL="0.5")
 
     def start_worker(self, slots: int = 2, **env: str) -> subprocess.Popen:
         log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")
-        proc = subprocess.Popen([*CLI, "--log-level", "INFO", "worker", "--queue", self.queue,
-                                 "--slots", str(slots)], stdout=subprocess.PIPE, stderr=log,
-                                env={**self.env, **env})
+        machine = OtherMachine(self.tmp)
+        self.machines.append(machine)
+        proc = machine.popen([*CLI, "--log-level", "INFO", "worker", "--queue", self.queue, "--slots", str(slots)],
+                             {**self.env, **env}, stdout=subprocess.PIPE, stderr=log)
         self.workers.append(proc)
         line = proc.stdout.readline().decode()
         assert "ready" in line, f"worker did not start: {line!r}; log: {self.log(len(self.workers) - 1)}"
@@ -64,6 +71,8 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for machine in self.machines:
+            machine.cleanup()
 
 
 @pytest.fixture
@@ -198,7 +207,7 @@ def test_two_concurrent_drivers_only_see_their_own_results(deploy, tmp_path):
 
 @pytest.mark.parametrize("deploy", BOTH, indirect=True)
 def test_worker_killed_mid_job_the_job_reruns_on_the_other_worker(deploy, tmp_path):
-    marker = tmp_path / "started"
+    marker = deploy.shared / "started"
     a = deploy.start_worker(slots=1)
     deploy.driver()
 
@@ -243,7 +252,7 @@ def stall_once(x, marker):
 def test_a_bundle_whose_worker_dies_is_split_and_every_job_ends_once(deploy, tmp_path):
     """A worker SIGKILLed while it holds bundles: they come back, go out again one job per message, and every
     job's result reaches the caller exactly once."""
-    marker = tmp_path / "stalled"
+    marker = deploy.shared / "stalled"
     workers = [deploy.start_worker(slots=1), deploy.start_worker(slots=1)]
     deploy.driver()
     stall_once(multi_jobs_kwargs_list=[{"x": -i, "marker": str(marker)} for i in range(1, 11)])  # measured short
@@ -328,12 +337,12 @@ def test_detached_workflow_runs_its_driver_on_a_single_slot_worker(deploy, tmp_p
     assert wf.wait(timeout=60) == 2 * sum(range(5))
 
 
-@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
 def test_iworkflow_submit_prints_the_workflow_id_and_the_driver_runs_on_a_worker(deploy, tmp_path):
     deploy.start_worker(slots=1)
     script = tmp_path / "submitted.py"
     script.write_text(DETACHED_SCRIPT)
-    out = tmp_path / "total.txt"
+    out = deploy.shared / "total.txt"
     proc = subprocess.run([*CLI, "submit", f"{script}:pipeline", "--kwargs", f'{{"n": 4, "out": "{out}"}}'],
                           env=deploy.env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -345,9 +354,89 @@ def test_iworkflow_submit_prints_the_workflow_id_and_the_driver_runs_on_a_worker
     assert out.read_text() == str(2 * sum(range(4)))
 
 
-@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
 def test_a_long_lived_worker_serves_each_run_with_its_own_helper_module(deploy, tmp_path):
     """The same worker serves run 1, the helper module is edited, run 2 gets the new helper's values."""
     deploy.start_worker(slots=1)
     deploy.driver()
     check(*two_runs(tmp_path / "project"))
+
+
+HELPER = "FACTOR = 3\n"
+SCALED = """import os
+
+import scale_helper
+
+
+def scaled(x):
+    return scale_helper.FACTOR * x, os.getppid()
+"""
+
+
+def project_with_helper(tree, map_results: bool = True):
+    """A driver's project: a job module importing a helper module that only the driver's tree holds."""
+    import importlib
+    import sys
+
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "scale_helper.py").write_text(HELPER)
+    (tree / "scale_jobs.py").write_text(SCALED)
+    sys.path.insert(0, str(tree))
+    try:
+        return work(map_results=map_results)(importlib.import_module("scale_jobs").scaled)
+    finally:
+        sys.path.remove(str(tree))
+        sys.modules.pop("scale_jobs", None)
+        sys.modules.pop("scale_helper", None)
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_a_fan_out_importing_a_helper_module_runs_on_two_other_machines(deploy, tmp_path):
+    """Neither worker sees the driver's files: both fetch the tree from the driver over the broker."""
+    w1, w2 = deploy.start_worker(slots=2), deploy.start_worker(slots=2)
+    deploy.driver()
+    scaled = project_with_helper(tmp_path / "project")
+    results = iworkflow.Workflow(lambda: scaled(multi_jobs_kwargs_list=[{"x": i} for i in range(60)]),
+                                 source_dir=str(tmp_path / "project")).run()
+    assert [results.get_result(args={"x": i})[0] for i in range(60)] == [3 * i for i in range(60)]
+    assert {results.get_result(args={"x": i})[1] for i in range(60)} == {w1.pid, w2.pid}
+    assert all("fetched source" in deploy.log(i) for i in (0, 1)), "each worker fetched the tree once"
+
+
+@work
+def blob_of(n):
+    return os.urandom(n)
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_a_result_larger_than_the_inline_limit_reaches_the_driver_from_another_machine(deploy):
+    """The worker stores a 3 MiB result in its own store; the driver cannot read it and fetches it over the bus."""
+    import hashlib
+
+    deploy.start_worker(slots=1)
+    deploy.driver()
+    value = blob_of(3 * 2**20)
+    assert len(value) == 3 * 2**20
+    log = deploy.log(0)
+    assert "sends result" in log, log[-2000:]
+    digest = log.split("sends result ", 1)[1].split(" ", 1)[0]
+    assert hashlib.sha256(__import__("pickle").dumps(value, protocol=5)).hexdigest().startswith(digest)
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_a_worker_that_cannot_obtain_the_source_fails_the_job_naming_the_three_ways(deploy, tmp_path, monkeypatch):
+    from iworkflow.errors import SourceUnavailable
+
+    deploy.start_worker(slots=1)
+    runtime = deploy.driver()
+
+    def refuse(digest):
+        raise FileNotFoundError("this driver lost its store")
+
+    monkeypatch.setattr(runtime, "_shipped_source", refuse)
+    scaled = project_with_helper(tmp_path / "project", map_results=False)
+    with pytest.raises(SourceUnavailable) as err:
+        iworkflow.Workflow(lambda: scaled(x=1), source_dir=str(tmp_path / "project")).run()
+    message = str(err.value)
+    assert "over the broker from its driver" in message and "server_url" in message and "source_store" in message
+    assert "this driver lost its store" in deploy.log(0)
