@@ -3,7 +3,9 @@
 ``dask`` starts a LocalCluster (one single-threaded worker process per slot, for testing);
 ``dask://host:8786`` connects to a running scheduler.  Workers need iworkflow installed and the
 driver's ``IWORKFLOW_SECRET`` in their environment (or ``?send_secret=1``, see docs/executors.md).
-The driver publishes each returned result message on the bus when its Dask future completes.
+The driver publishes each returned result message on the bus when its Dask future completes.  A job's
+source tree is scattered to the cluster once per version and reaches workers as a task input, so Dask
+workers on other machines need nothing shared with the driver (docs/executors.md).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from iworkflow.messages import Job
 
 from .base import Executor
 from .options import flag, number, parse_address
-from .remote import MB, SECRET_ENV, deliver, run_job
+from .remote import MB, SECRET_ENV, deliver, run_job, source_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class DaskExecutor(Executor):
         self._idle = threading.Condition(self._lock)
         self._inflight: dict[str, tuple[Job, Future, Any]] = {}
         self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        #: source trees scattered to the cluster, by digest (see ``_source``)
+        self._sources: dict[str, Any] = {}
         self._collector = threading.Thread(target=self._collect, daemon=True, name="iworkflow-dask-collect")
         self._closed = False
         if client is not None:
@@ -129,11 +133,21 @@ class DaskExecutor(Executor):
             except ConfigurationError as err:
                 futures[i].set_exception(err)
         with_events = self.settings.emits_events
+        by_source: dict[tuple, list[int]] = defaultdict(list)
         for resources, indexes in groups.items():
+            for i in indexes:
+                by_source[(resources, jobs[i].source.digest if jobs[i].source else None)].append(i)
+        for (resources, _digest), indexes in by_source.items():
             keys = [f"iworkflow-{jobs[i].job_key[:16]}-{jobs[i].id}" for i in indexes]
+            try:
+                source = self._source(jobs[indexes[0]])
+            except Exception as err:  # noqa: BLE001 - e.g. the tree left the store: these jobs fail saying so
+                for i in indexes:
+                    futures[i].set_exception(err)
+                continue
             dask_futures = self.client.map(
                 run_job, [jobs[i].data for i in indexes], key=keys, pure=False,
-                resources=dict(resources) or None, with_events=with_events, capture=False,
+                resources=dict(resources) or None, with_events=with_events, capture=False, source=source,
             )
             for i, key, dfut in zip(indexes, keys, dask_futures):
                 with self._lock:
@@ -141,6 +155,19 @@ class DaskExecutor(Executor):
                 futures[i].add_done_callback(lambda f, d=dfut: f.cancelled() and d.cancel())
                 dfut.add_done_callback(self._finished.put)
         return futures
+
+    def _source(self, job: Job) -> Any:
+        """The job's source tarball as a Dask future: scattered once per tree, then moved by Dask to each worker
+        that runs one of its jobs (and kept there), as any task input."""
+        if job.source is None:
+            return None
+        with self._lock:
+            scattered = self._sources.get(job.source.digest)
+        if scattered is None:
+            scattered = self.client.scatter([source_of(job)], hash=False)[0]
+            with self._lock:
+                scattered = self._sources.setdefault(job.source.digest, scattered)
+        return scattered
 
     def _collect(self) -> None:
         """Gather finished tasks in batches (one round trip to the cluster each) and deliver them."""

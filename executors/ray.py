@@ -19,7 +19,7 @@ from iworkflow.messages import Job
 
 from .base import Executor
 from .options import flag, number, parse_address
-from .remote import MB, SECRET_ENV, deliver, run_job
+from .remote import MB, SECRET_ENV, deliver, run_job, source_of
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class RayExecutor(Executor):
         self._remote = ray.remote(run_job)
         self._lock = threading.Lock()
         self._inflight: dict[str, tuple[Job, Future, Any]] = {}
+        #: source trees put in Ray's object store, by digest (see ``_source``)
+        self._sources: dict[str, Any] = {}
         self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -112,12 +114,30 @@ class RayExecutor(Executor):
             remote = cache.get(shape)
             if remote is None:
                 remote = cache[shape] = self._remote.options(**opts)
-            ref = remote.remote(job.data, with_events, True)
+            try:
+                source = self._source(job)
+            except Exception as err:  # noqa: BLE001 - e.g. the tree left the store: the job fails saying so
+                future.set_exception(err)
+                continue
+            ref = remote.remote(job.data, with_events, True, source)
             with self._lock:
                 self._inflight[ref.hex()] = (job, future, ref)
             future.add_done_callback(lambda f, r=ref: f.cancelled() and ray.cancel(r))
         self._wake.set()
         return futures
+
+    def _source(self, job: Job) -> Any:
+        """The job's source tarball in Ray's object store: put once per tree, then fetched by each node that
+        runs one of its jobs (a task argument), so Ray workers on other machines need nothing shared."""
+        if job.source is None:
+            return None
+        with self._lock:
+            ref = self._sources.get(job.source.digest)
+        if ref is None:
+            ref = ray.put(source_of(job))
+            with self._lock:
+                ref = self._sources.setdefault(job.source.digest, ref)
+        return ref
 
     def _collect(self) -> None:
         """Wait for finished tasks, fetch their results in batches and deliver them."""

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING
 
-from iworkflow import job_context, runtime
+from iworkflow import job_context, result_store, runtime
 from iworkflow.errors import ConfigurationError, InvalidMessage, JobLostError
-from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
-from iworkflow.runner import WORKER_NAME, failure_message, run_encoded
+from iworkflow.messages import EVENTS_TOPIC, Event, Job, decode_payload, encode_event, results_destination
+from iworkflow.runner import WORKER_NAME, failure_message, result_message, run_encoded
 
 if TYPE_CHECKING:
     from .base import Executor
@@ -24,8 +25,21 @@ SECRET_ENV = "IWORKFLOW_SECRET"
 MB = 1024 * 1024
 
 
-def run_job(data: bytes, with_events: bool, capture: bool) -> tuple[bytes, list[Event]]:
-    """Worker side: run one signed job with this worker's ``IWORKFLOW_SECRET``; return result and events."""
+def run_job(data: bytes, with_events: bool, capture: bool,
+            source: tuple[str, bytes] | None = None) -> tuple[bytes, list[Event]]:
+    """Worker side: run one signed job with this worker's ``IWORKFLOW_SECRET``; return result and events.
+
+    ``source`` is the job's source tarball (digest, bytes) as the engine moved it here (a Dask future, a Ray
+    object: sent to each worker once); it goes to this worker's store, where the runner looks first.  In a
+    worker process of its own, a large result travels back through the engine too."""
+    if runtime._runtime is None:  # a worker process of its own: no store here is one the driver reads
+        os.environ[result_store.INLINE_ENV] = "1"
+    if source is not None:
+        from iworkflow.source_shipping import local_store
+
+        store = local_store()
+        if not store.has(source[0]):
+            store.put(*source)  # checks the digest
     secret = os.environ.get(SECRET_ENV, "")
     if not secret:
         raise ConfigurationError(
@@ -60,12 +74,35 @@ def deliver(executor: Executor, job: Job, future: Future,
             data, events = outcome
             for event in events:
                 executor.bus.broadcast(EVENTS_TOPIC, encode_event(event, secret))
+            data = _spilled_here(data, executor.settings)
         executor.bus.publish(results_destination(job.work_id, job.reply_to), data)
     except BaseException as err:  # noqa: BLE001 - the Future carries it, the core publishes the failure
         logger.error("could not publish the result of job %s: %s", job.job_key, err)
         _complete(future, err)
         return
     _complete(future, None)
+
+
+def _spilled_here(data: bytes, settings) -> bytes:
+    """A result message whose value is too large for the bus, with the value moved to this driver's store."""
+    if len(data) <= max(result_store.MIN_SPILL_BYTES, settings.result_inline_max_mb * MB):
+        return data
+    env, payload = decode_payload(data, settings.secret_bytes, "result")
+    if not payload.ok or payload.value is None or result_store.is_reference(payload.value):
+        return data
+    spilled = result_store.spill(payload.value, settings)
+    if spilled is payload.value:
+        return data
+    return result_message(env.header(), replace(payload, value=spilled), settings.secret_bytes)
+
+
+def source_of(job: Job) -> tuple[str, bytes] | None:
+    """Driver side: the job's source tarball (digest, bytes), for an engine to move to its workers."""
+    if job.source is None:
+        return None
+    from iworkflow.source_shipping import read
+
+    return job.source.digest, read(job.source)
 
 
 def _complete(future: Future, err: BaseException | None) -> None:

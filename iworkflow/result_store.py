@@ -31,6 +31,9 @@ RESULTS_DIR = "results"
 #: set by ``iworkflow worker`` for its runners: the bus queue on which it serves the results they stored
 BLOBS_ENV = "IWORKFLOW_BLOBS_QUEUE"
 Fetch = Callable[[str, str, str], bytes]
+#: set in Dask and Ray worker processes: results go back through the engine, whatever their size (the driver
+#: moves a large one to its own store)
+INLINE_ENV = "IWORKFLOW_RESULTS_VIA_ENGINE"
 
 
 def _store(location: str, token: str = ""):
@@ -45,7 +48,7 @@ def _store(location: str, token: str = ""):
 
 def spill(data: bytes, settings=None) -> bytes:
     """``data`` itself when it is small enough for the bus, else a reference to its stored copy."""
-    if len(data) < MIN_SPILL_BYTES:
+    if len(data) < MIN_SPILL_BYTES or os.environ.get(INLINE_ENV):
         return data
     if settings is None:
         from .config import load_settings

@@ -353,7 +353,7 @@ class Work(WorkCompat):
         executor_name = redact_url(self.executor_name)
         shipping = {}
         if (source is not None and source.data is None and getattr(executor, "source_over_bus", False)
-                and not self.runtime.settings.is_embedded):
+                and not self.runtime.settings.is_embedded and not source.store.startswith(("http://", "https://"))):
             shipping = {"source": source.digest, "source_from": self.runtime.serve_source(source)}
         start, size = 0, FIRST_CHUNK
         while start < len(todo):

@@ -17,12 +17,48 @@ SLURM_SETUP = REPO / ".ci" / "slurm.sh"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """Start Ray once (its start-up takes seconds); the Ray executor reuses the instance this process joined."""
+def ray_session(tmp_path_factory):
+    """Start a Ray head once (its start-up takes seconds) as another machine (``other_machine``: its own mount
+    namespace, the driver's files and this session's temp dirs hidden), and join it as a driver; the Ray
+    executor reuses the instance this process joined, so every job runs where nothing of the driver is."""
+    import socket
+    import sys
+
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    from other_machine import OtherMachine
+
+    machine = OtherMachine(tmp_path_factory.getbasetemp())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp_dir = f"/tmp/ray-iwf-{uuid.uuid4().hex[:8]}"  # short: Ray's socket paths must fit in 107 bytes
+    log = open(tmp_path_factory.getbasetemp() / "ray-head.log", "wb")
+    head = machine.popen([os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+                          "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+                          "--include-dashboard", "false", "--object-store-memory", str(200 * 2**20),
+                          "--temp-dir", temp_dir, "--disable-usage-stats"], dict(os.environ), stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                ray.init(address=f"127.0.0.1:{port}", configure_logging=False, log_to_driver=False)
+                break
+            except (ConnectionError, RuntimeError):
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        yield ray
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        machine.cleanup()
 
 
 def _slurm_ready() -> bool:

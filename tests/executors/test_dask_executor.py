@@ -114,3 +114,57 @@ def test_a_long_lived_dask_worker_serves_each_run_with_its_own_helper_module(tmp
     finally:
         iworkflow.shutdown()
         cluster.close()
+
+
+@pytest.fixture
+def other_machine_cluster(tmp_path):
+    """A Dask scheduler here and one `dask worker` as another machine (its own mount namespace, home and temp
+    dir; the driver's files hidden): it shares nothing with the driver but the scheduler."""
+    import socket
+    import subprocess
+    import sys
+
+    from other_machine import OtherMachine
+
+    machine = OtherMachine(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dask_cli = os.path.join(os.path.dirname(sys.executable), "dask")
+    address = f"tcp://127.0.0.1:{port}"
+    log = open(tmp_path.parent / f"{tmp_path.name}-dask.log", "wb")
+    scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=log, stderr=log)
+    worker = machine.popen([dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                            "--name", "other-machine"], dict(os.environ), stdout=log, stderr=log)
+    try:
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(1, timeout=120)
+        yield address
+    finally:
+        iworkflow.shutdown()
+        for proc in (worker, scheduler):
+            proc.terminate()
+        for proc in (worker, scheduler):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        machine.cleanup()
+
+
+def test_a_dask_worker_on_another_machine_runs_each_run_with_its_own_helper_module(other_machine_cluster, tmp_path):
+    """The tree (hidden from the worker) reaches it as a scattered task input, once per version."""
+    use(f"dask://{other_machine_cluster}")
+    check(*two_runs(tmp_path / "project"))
+
+
+@work
+def blob_of(n):
+    return os.urandom(n)
+
+
+def test_a_large_result_from_a_dask_worker_on_another_machine_reaches_the_driver(other_machine_cluster):
+    use(f"dask://{other_machine_cluster}")
+    assert len(blob_of(3 * 2**20)) == 3 * 2**20

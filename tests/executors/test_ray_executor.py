@@ -66,3 +66,19 @@ def test_unknown_option_is_named(ray_session):
     with pytest.raises(ConfigurationError, match=r"unknown option 'gpus'.*known options: num_cpus"):
         create_executor("ray://?gpus=1", runtime.settings, runtime.bus)
     iworkflow.shutdown()
+
+
+def test_a_ray_worker_on_another_machine_runs_each_run_with_its_own_helper_module(on_ray, tmp_path):
+    """The tree (hidden from the Ray node) reaches it through Ray's object store, once per version."""
+    from fresh_code import check, two_runs
+
+    check(*two_runs(tmp_path / "project"))
+
+
+@work
+def blob_of(n):
+    return os.urandom(n)
+
+
+def test_a_large_result_from_a_ray_worker_on_another_machine_reaches_the_driver(on_ray):
+    assert len(blob_of(3 * 2**20)) == 3 * 2**20
