@@ -267,9 +267,14 @@ class BlobRequest:
         except (ValueError, TypeError) as err:
             raise InvalidMessage(f"malformed blob request: {err}") from None
         if request.what not in (SOURCE, RESULT) or not all(
-                isinstance(v, str) for v in (request.digest, request.reply_to, request.request_id)):
-            raise InvalidMessage(f"malformed blob request {asdict(request)!r}")
+                isinstance(v, str) for v in (request.digest, request.reply_to, request.request_id)) or not (
+                _is_digest(request.digest) and request.reply_to):
+            raise InvalidMessage(f"malformed blob request {str(asdict(request))[:300]}")
         return request
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 _META = struct.Struct(">I")
@@ -304,6 +309,10 @@ class BlobChunk:
             chunk = cls(data=body[_META.size + length :], **meta)
         except (struct.error, ValueError, TypeError) as err:
             raise InvalidMessage(f"malformed blob chunk: {err}") from None
+        numbers = (chunk.index, chunk.count, chunk.size)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers) or not all(
+                isinstance(t, str) for t in (chunk.request_id, chunk.digest, chunk.error)):
+            raise InvalidMessage(f"malformed blob chunk header {str(meta)[:300]}")
         if not (0 <= chunk.index < max(chunk.count, 1)) or chunk.size < 0:
             raise InvalidMessage(f"blob chunk {chunk.index} of {chunk.count} is out of range")
         return chunk

@@ -224,6 +224,7 @@ class Workflow(WorkflowCompat):
             raise ConfigurationError("this Workflow has no function to submit; pass func=")
         if self._detached_work is not None:
             raise RuntimeError(f"workflow {self.name} was already submitted")
+        self.source_ref()  # packed here: the driver job carries the ref, its worker may not see source_dir
         w = Work(_run_detached, args=(self,), name=f"{self.name}.driver", workflow=self, init_env=self.init_env,
                  container_options=self.container_options, max_walltime=self.max_walltime,
                  core_count=self.core_count, total_memory=self.total_memory, cache=False)

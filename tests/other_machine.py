@@ -59,8 +59,7 @@ class OtherMachine:
         self.hidden = [Path(p).resolve() for p in (*DRIVER_CODE, *(h for h in [driver_home] if h), *hidden)]
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
-        return {**base, "IWORKFLOW_HOME": str(self.home), "TMPDIR": str(self.tmp), "PWD": str(self.root),
-                "IWORKFLOW_SOURCE_STORE": ""}
+        return {**base, "IWORKFLOW_HOME": str(self.home), "TMPDIR": str(self.tmp), "PWD": str(self.root)}
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` wrapped so that it runs in this machine's mount namespace and working directory."""

@@ -440,3 +440,42 @@ def test_a_worker_that_cannot_obtain_the_source_fails_the_job_naming_the_three_w
     message = str(err.value)
     assert "over the broker from its driver" in message and "server_url" in message and "source_store" in message
     assert "this driver lost its store" in deploy.log(0)
+
+
+DETACHED_PROJECT = '''
+import os
+import time
+
+import dhelper
+from iworkflow import work, workflow
+
+
+@work
+def scaled(x):
+    time.sleep(0.05)
+    return dhelper.FACTOR * x, os.getppid()
+
+
+@workflow(local=False, executor="broker")
+def pipeline(n):
+    return scaled(multi_jobs_kwargs_list=[{"x": i} for i in range(n)])
+'''
+
+
+@pytest.mark.parametrize("deploy", BOTH, indirect=True)
+def test_a_detached_driver_serves_its_tree_to_workers_on_other_machines(deploy, tmp_path):
+    """The driver job carries the tree; the detached driver (on one machine) serves it to the other one."""
+    workers = [deploy.start_worker(slots=1), deploy.start_worker(slots=1)]
+    deploy.driver()
+    project = tmp_path / "detached_project"
+    project.mkdir()
+    (project / "dhelper.py").write_text("FACTOR = 7\n")
+    (project / "pipeline.py").write_text(DETACHED_PROJECT)
+    from iworkflow.cli.run import load_target
+
+    wf = load_target(f"{project / 'pipeline.py'}:pipeline")(40)
+    results = wf.wait(timeout=90)
+    assert [value for value, _pid in results] == [7 * i for i in range(40)]
+    assert {pid for _value, pid in results} == {w.pid for w in workers}, "both machines ran jobs"
+    logs = [deploy.log(0), deploy.log(1)]
+    assert sum("fetched source" in log for log in logs) == 1, "the machine without the driver fetched the tree"

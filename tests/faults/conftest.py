@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 from broker_cleanup import run_prefix
+from other_machine import OtherMachine
 from private_brokers import PrivateActiveMQ, PrivateRabbitMQ
 
 import iworkflow
@@ -54,25 +55,34 @@ class Cluster:
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: list = []
         self._orphans: set[int] = set()
+        self._machines: list[OtherMachine] = []
         self.env = dict(os.environ, IWORKFLOW_BROKER=self.url, IWORKFLOW_DESTINATION_PREFIX=self.prefix,
                         IWORKFLOW_QUEUE=self.queue, IWORKFLOW_HEARTBEAT_INTERVAL="0.5")
         self.env.pop("IWORKFLOW_SERVER_URL", None)
 
     # --- processes -----------------------------------------------------------------------------
-    def spawn(self, name: str, args: list[str], **env: str) -> tuple[subprocess.Popen, str]:
-        """Start ``iworkflow <args>`` logging to ``<tmp>/<name>.log``; returns it and its first stdout line."""
+    def spawn(self, name: str, args: list[str], elsewhere: bool = False, **env: str) -> tuple[subprocess.Popen, str]:
+        """Start ``iworkflow <args>`` logging to ``<tmp>/<name>.log``; returns it and its first stdout line.
+        ``elsewhere``: as another machine (``other_machine``), seeing none of the driver's home and code."""
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - the child writes to it until stop()
         self._logs.append(log)
-        proc = subprocess.Popen([*CLI, "--log-level", env.pop("LOG_LEVEL", "INFO"), *args], stdout=subprocess.PIPE,
-                                stderr=log, env={**self.env, **env})
+        argv = [*CLI, "--log-level", env.pop("LOG_LEVEL", "INFO"), *args]
+        if elsewhere:
+            machine = OtherMachine()
+            self._machines.append(machine)
+            proc = machine.popen(argv, {**self.env, **env}, stdout=subprocess.PIPE, stderr=log)
+        else:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env={**self.env, **env})
         self.procs[name] = proc
         line = proc.stdout.readline().decode()
         assert line, f"{name} exited before it was ready: {self.log(name)}"
         return proc, line
 
     def start_worker(self, name: str, slots: int = 1, **env: str) -> subprocess.Popen:
+        """A worker as another machine: the test's own directory stays visible (the faults' markers live there),
+        the driver's home and code do not."""
         proc, line = self.spawn(name, ["worker", "--queue", self.queue, "--slots", str(slots), "--grace", "5"],
-                                **env)
+                                elsewhere=True, **env)
         assert "ready" in line, f"worker {name} did not start: {line!r}; log: {self.log(name)}"
         return proc
 
@@ -118,6 +128,8 @@ class Cluster:
                 os.kill(pid, signal.SIGKILL)
         for log in self._logs:
             log.close()
+        for machine in self._machines:
+            machine.cleanup()
         if not self.private:  # a private broker is removed whole at the end of the session
             delete_queues(self.kind, self.prefix)
 

@@ -26,6 +26,8 @@ from iworkflow.errors import InvalidMessage
 from iworkflow.messages import (
     CONTROL_TOPIC,
     EVENTS_TOPIC,
+    BlobChunk,
+    BlobRequest,
     Control,
     JobPayload,
     ResultPayload,
@@ -137,11 +139,28 @@ def test_signed_messages_with_any_header_only_ever_raise_invalid_message(header:
         env = decode(message, SECRET)
     except InvalidMessage:
         return
-    if env.kind == "control":
+    readers = {"control": Control.from_envelope, "blob_request": BlobRequest.from_envelope,
+               "blob_chunk": BlobChunk.from_envelope}
+    if env.kind in readers:
         try:
-            Control.from_envelope(env)
+            readers[env.kind](env)
         except InvalidMessage:
             pass
+
+
+@FUZZ
+@given(st.sampled_from(["blob_request", "blob_chunk"]), st.binary(max_size=200))
+@example("blob_chunk", struct.pack(">I", 83) + b'{"request_id": 1, "digest": "d", "index": "a", "count": [], "size": 0, "error": ""}')
+def test_signed_blob_messages_with_any_body_only_ever_raise_invalid_message(kind: str, body: bytes) -> None:
+    """A correctly signed blob request or chunk whose body is nonsense is refused cleanly."""
+    from iworkflow.envelope import Envelope, encode
+
+    env = decode(encode(Envelope(kind=kind, body=body), SECRET), SECRET)
+    reader = BlobRequest.from_envelope if kind == "blob_request" else BlobChunk.from_envelope
+    try:
+        reader(env)
+    except InvalidMessage:
+        pass
 
 
 class _HandlerFailures(logging.Handler):
