@@ -36,14 +36,35 @@ def store_at(location: str):
     return SourceStore(location)
 
 
+FETCH_ERRORS = "fetch-errors"
+
+
+def fetch_failure(store, digest: str, reason: str | None) -> None:
+    """Record (or, with None, clear) why the worker could not fetch ``digest`` from its driver, for the error
+    its runner reports."""
+    path = store.path / FETCH_ERRORS / digest
+    if reason is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(reason[:2000])
+
+
 def how_to_ship(digest: str, store: str) -> str:
     """The error text naming the three deployments in which a worker obtains a source tree."""
-    return (f"source {digest} is not in this worker's store nor reachable at {store}; a worker obtains a "
-            "workflow's source tree in one of three ways: (1) over the broker from its driver, which serves it "
-            "while it runs (the driver must still be running and reach the same broker with the same "
-            "IWORKFLOW_SECRET; see the worker's log for why the fetch failed); (2) from the iworkflow server's "
-            "source cache: set server_url (IWORKFLOW_SERVER_URL) on the driver and the workers; (3) from a "
-            "directory both see: set source_store (IWORKFLOW_SOURCE_STORE) to a shared file system path")
+    why = ""
+    try:
+        why = (local_store().path / FETCH_ERRORS / digest).read_text()
+    except (OSError, ValueError):
+        pass
+    fetched = (f"this worker asked its driver over the broker and got: {why}" if why else
+               "this job named no driver to ask over the broker, or the worker's log says why it could not")
+    return (f"source {digest} is not in this worker's store nor reachable at {store} ({fetched}); a worker "
+            "obtains a workflow's source tree in one of three ways: (1) over the broker from its driver, which "
+            "serves it while it runs (the driver must still be running and reach the same broker with the same "
+            "IWORKFLOW_SECRET); (2) from the iworkflow server's source cache: set server_url (IWORKFLOW_SERVER_URL) "
+            "on the driver and the workers; (3) from a directory both see: set source_store "
+            "(IWORKFLOW_SOURCE_STORE) to a shared file system path")
 
 
 def read(ref: SourceRef) -> bytes:

@@ -40,6 +40,7 @@ from ..messages import (
     split_bundle,
 )
 from ..runner import failure_message
+from ..source_shipping import fetch_failure
 from .state import (
     DRIVERS,
     JOBS,
@@ -444,15 +445,21 @@ class SourceFetcher:
         self.store = SourceStore(settings.store_path)
         self._lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
+        #: (digest, driver queue) -> when fetching it last failed: the jobs of a gone driver fail at once
+        self._failed: dict[tuple[str, str], float] = {}
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="iworkflow-source-fetch")
 
     def fetching(self, job_data: bytes) -> Future | None:
-        """None when the job can run now (no tree named, or it is here already), else the fetch it waits for."""
+        """None when the job can run now (no tree named, it is here already, or its driver failed to hand it
+        over moments ago), else the fetch it waits for."""
         header = peek_header(job_data)
         digest, owner = header.get("source"), header.get("source_from")
         if not digest or not owner or self.store.has(digest):
             return None
         with self._lock:
+            failed_at = self._failed.get((digest, owner))
+            if failed_at is not None and time.monotonic() - failed_at < self.settings.blob_fetch_timeout:
+                return None  # its runner fails it at once, with the reason recorded below
             future = self._inflight.get(digest)
             if future is None:
                 future = self._inflight[digest] = self._pool.submit(self._fetch, digest, owner)
@@ -462,10 +469,14 @@ class SourceFetcher:
         try:
             data = self.blobs.fetch(owner, SOURCE, digest, self.settings.blob_fetch_timeout)
             self.store.put(digest, data)
+            fetch_failure(self.store, digest, None)
             logger.info("worker %s fetched source %s (%d bytes) from %s", self.name, digest[:12], len(data), owner)
         except Exception as err:  # noqa: BLE001 - the job then fails in its runner, naming the three ways
             logger.warning("worker %s could not fetch source %s from its driver (%s): %s", self.name, digest[:12],
                            owner, err)
+            fetch_failure(self.store, digest, f"{err}")
+            with self._lock:
+                self._failed[(digest, owner)] = time.monotonic()
         finally:
             with self._lock:
                 self._inflight.pop(digest, None)

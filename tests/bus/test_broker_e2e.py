@@ -439,7 +439,7 @@ def test_a_worker_that_cannot_obtain_the_source_fails_the_job_naming_the_three_w
         iworkflow.Workflow(lambda: scaled(x=1), source_dir=str(tmp_path / "project")).run()
     message = str(err.value)
     assert "over the broker from its driver" in message and "server_url" in message and "source_store" in message
-    assert "this driver lost its store" in deploy.log(0)
+    assert "this driver lost its store" in message, "the error says why the driver did not hand the tree over"
 
 
 DETACHED_PROJECT = '''
@@ -479,3 +479,22 @@ def test_a_detached_driver_serves_its_tree_to_workers_on_other_machines(deploy, 
     assert {pid for _value, pid in results} == {w.pid for w in workers}, "both machines ran jobs"
     logs = [deploy.log(0), deploy.log(1)]
     assert sum("fetched source" in log for log in logs) == 1, "the machine without the driver fetched the tree"
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_the_jobs_of_a_driver_that_refused_its_tree_fail_at_once_without_asking_again(deploy, tmp_path, monkeypatch):
+    """One refused fetch: the other jobs naming that tree and driver fail straight away, each saying why."""
+    deploy.start_worker(slots=1, IWORKFLOW_BLOB_FETCH_TIMEOUT="600")
+    runtime = deploy.driver()
+
+    def refuse(digest):
+        raise FileNotFoundError("this driver lost its store")
+
+    monkeypatch.setattr(runtime, "_shipped_source", refuse)
+    scaled = project_with_helper(tmp_path / "project")
+    results = iworkflow.Workflow(lambda: scaled(multi_jobs_kwargs_list=[{"x": i} for i in range(6)]),
+                                 source_dir=str(tmp_path / "project")).run()
+    for i in range(6):
+        _value, details = results.get_result(args={"x": i}, with_details=True)
+        assert details["status"] == "failed" and "this driver lost its store" in details["error"], details
+    assert deploy.log(0).count("could not fetch source") == 1
