@@ -111,7 +111,8 @@ class BlobEndpoint:
                 raise FileNotFoundError(f"{self.name} serves no {request.what} blobs")
             data = getter(request.digest)
             if hashlib.sha256(data).hexdigest() != request.digest:
-                raise FileNotFoundError(f"{request.what} {request.digest} held by {self.name} does not match its digest")
+                raise FileNotFoundError(f"{request.what} {request.digest} held by {self.name} does not match its "
+                                        "digest")
         except Exception as err:  # noqa: BLE001 - whatever keeps the blob here, the requester hears it at once
             logger.warning("blob endpoint %s cannot serve %s %s: %s", self.name, request.what, request.digest[:12], err)
             reply = [BlobChunk(request.request_id, request.digest, 0, 1, 0, error=str(err)).encode(self.secret)]

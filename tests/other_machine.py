@@ -36,7 +36,8 @@ def why_unavailable() -> str:
     finally:
         os.rmdir(target)
     if probe.returncode != 0:
-        return f"`unshare -m` cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {(probe.stderr + probe.stdout).strip()}"
+        why = (probe.stderr + probe.stdout).strip()
+        return f"`unshare -m` cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {why}"
     return ""
 
 

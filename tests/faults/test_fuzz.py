@@ -150,7 +150,8 @@ def test_signed_messages_with_any_header_only_ever_raise_invalid_message(header:
 
 @FUZZ
 @given(st.sampled_from(["blob_request", "blob_chunk"]), st.binary(max_size=200))
-@example("blob_chunk", struct.pack(">I", 83) + b'{"request_id": 1, "digest": "d", "index": "a", "count": [], "size": 0, "error": ""}')
+@example("blob_chunk",
+         struct.pack(">I", 83) + b'{"request_id": 1, "digest": "d", "index": "a", "count": [], "size": 0, "error": ""}')
 def test_signed_blob_messages_with_any_body_only_ever_raise_invalid_message(kind: str, body: bytes) -> None:
     """A correctly signed blob request or chunk whose body is nonsense is refused cleanly."""
     from iworkflow.envelope import Envelope, encode
