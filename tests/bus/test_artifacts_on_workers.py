@@ -48,7 +48,7 @@ def fit(seed):
 
 
 def test_a_job_on_a_rabbitmq_worker_saves_and_the_driver_loads_it_with_the_workers_lineage(deploy):
-    deploy.start_worker(slots=2)
+    deploy.start_worker(slots=2, elsewhere=False)  # this machine: the shared iworkflow home
     deploy.driver()
     results = fit(multi_jobs_kwargs_list=[{"seed": s} for s in range(3)])
     for seed in range(3):

@@ -42,12 +42,16 @@ class Deployment:
         self.env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=self.prefix, IWORKFLOW_BROKER=self.url,
                         IWORKFLOW_QUEUE=self.queue, IWORKFLOW_HEARTBEAT_INTERVAL="0.5")
 
-    def start_worker(self, slots: int = 2, **env: str) -> subprocess.Popen:
+    def start_worker(self, slots: int = 2, elsewhere: bool = True, **env: str) -> subprocess.Popen:
+        """A worker as another machine (``other_machine``); ``elsewhere=False``: on this one, sharing its home."""
         log = open(self.tmp / f"worker{len(self.workers)}.log", "wb")
-        machine = OtherMachine(self.tmp)
-        self.machines.append(machine)
-        proc = machine.popen([*CLI, "--log-level", "INFO", "worker", "--queue", self.queue, "--slots", str(slots)],
-                             {**self.env, **env}, stdout=subprocess.PIPE, stderr=log)
+        argv = [*CLI, "--log-level", "INFO", "worker", "--queue", self.queue, "--slots", str(slots)]
+        if elsewhere:
+            machine = OtherMachine(self.tmp)
+            self.machines.append(machine)
+            proc = machine.popen(argv, {**self.env, **env}, stdout=subprocess.PIPE, stderr=log)
+        else:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env={**self.env, **env})
         self.workers.append(proc)
         line = proc.stdout.readline().decode()
         assert "ready" in line, f"worker did not start: {line!r}; log: {self.log(len(self.workers) - 1)}"
