@@ -502,3 +502,30 @@ def test_the_jobs_of_a_driver_that_refused_its_tree_fail_at_once_without_asking_
         _value, details = results.get_result(args={"x": i}, with_details=True)
         assert details["status"] == "failed" and "this driver lost its store" in details["error"], details
     assert deploy.log(0).count("could not fetch source") == 1
+
+
+@pytest.mark.parametrize("deploy", RABBIT, indirect=True)
+def test_with_a_server_the_tree_reaches_another_machine_through_its_source_cache(deploy, tmp_path):
+    """server_url on both sides: jobs name no blobs queue, the worker downloads the tree over HTTP."""
+    from iworkflow.bus.memory import MemoryBus
+    from iworkflow.config import load_settings
+    from iworkflow.server.service import Server, ServerOptions
+
+    token = "source-token-" + os.urandom(4).hex()
+    bus = MemoryBus()
+    srv = Server(load_settings(db=f"sqlite:///{tmp_path / 'server.db'}", token=token,
+                               source_store=str(tmp_path / "server-store")), bus,
+                 ServerOptions(host="127.0.0.1", port=0))
+    srv.start_background()
+    try:
+        deploy.start_worker(slots=1, IWORKFLOW_SERVER_URL=srv.url, IWORKFLOW_TOKEN=token)
+        deploy.driver(server_url=srv.url, token=token)
+        scaled = project_with_helper(tmp_path / "project")
+        results = iworkflow.Workflow(lambda: scaled(multi_jobs_kwargs_list=[{"x": i} for i in range(4)]),
+                                     source_dir=str(tmp_path / "project")).run()
+        assert [results.get_result(args={"x": i})[0] for i in range(4)] == [0, 3, 6, 9]
+        assert "fetched source" not in deploy.log(0), "the tree came from the server, not over the broker"
+    finally:
+        iworkflow.shutdown()
+        srv.stop()
+        bus.close()
