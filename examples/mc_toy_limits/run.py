@@ -93,10 +93,16 @@ class ScanResult:
     points: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     exact: float | None = None
+    cl_b_rel_err: float = 0.0
+    fit: dict | None = None
 
 
-def _cls_table(points: dict[float, Point]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(s, CLs, error on CLs, CLb) for the grid, sorted by s; the toy errors of CLs+b and CLb propagated."""
+def _cls_table(points: dict[float, Point]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(s, CLs, own error on CLs, CLb, relative error of CLb) for the grid, sorted by s.
+
+    The own error is the toy error of CLs+b at that point alone; the error of CLb is kept apart because one
+    CLb divides every point: it moves all of ln CLs up or down together, so it is not averaged away by a fit.
+    """
     cl_b = points[0.0]
     if cl_b.n_pass == 0:
         raise RuntimeError(f"none of {cl_b.n_toys} background-only toys has n <= n_obs, so CLb ~ 0 and CLs is "
@@ -105,18 +111,35 @@ def _cls_table(points: dict[float, Point]) -> tuple[np.ndarray, np.ndarray, np.n
     p = np.array([points[x].p for x in s])
     p_err = np.array([points[x].p_err for x in s])
     cls = p / cl_b.p
-    return s, cls, np.hypot(p_err, cls * cl_b.p_err) / cl_b.p, cl_b.p
+    # no background: every background-only toy has n = 0 <= n_obs, CLb = 1 exactly, with no error
+    cl_b_rel = 0.0 if cl_b.n_pass == cl_b.n_toys else cl_b.p_err / cl_b.p
+    return s, cls, p_err / cl_b.p, cl_b.p, cl_b_rel
 
 
-def _fit_limit(s: np.ndarray, cls: np.ndarray, err: np.ndarray, alpha: float) -> tuple[float, float]:
+@dataclass
+class LimitFit:
+    """The straight line ln CLs = a + c s fitted over [lo, hi], and the limit it gives with its error."""
+
+    a: float
+    c: float
+    lo: float
+    hi: float
+    limit: float
+    error: float
+
+
+def _fit_limit(s: np.ndarray, cls: np.ndarray, err: np.ndarray, alpha: float, cl_b_rel: float) -> LimitFit:
     """Limit and its error from a weighted straight-line fit of ln CLs(s), solved for CLs = alpha.
 
     Fitting every point of the window, rather than interpolating between the two that bracket the
-    crossing, averages the toy noise and avoids picking a crossing that a fluctuation made.
+    crossing, averages the toy noise and avoids picking a crossing that a fluctuation made.  ``err`` is each
+    point's own error; the CLb error (``cl_b_rel``, relative) is common to all points, so it shifts the
+    intercept only and is added to the limit's error after the fit, not averaged down by it.
     """
-    keep = cls > 0
+    keep = (cls > 0) & (s > 0)  # CLs(0) = 1 by definition: it carries no information on the slope
+    fallback = LimitFit(math.nan, math.nan, float(s.min()), float(s.max()), float(s.mean()), float(np.ptp(s) / 2))
     if keep.sum() < 2:
-        return float(s.mean()), float(np.ptp(s) / 2)
+        return fallback
     x, y, sy = s[keep], np.log(cls[keep]), err[keep] / cls[keep]
     w = 1 / sy**2
     # closed-form weighted least squares for y = a + c x, with the covariance of (a, c)
@@ -125,11 +148,11 @@ def _fit_limit(s: np.ndarray, cls: np.ndarray, err: np.ndarray, alpha: float) ->
     a, c = (sxx * swy - sx * sxy) / det, (sw * sxy - sx * swy) / det
     var_a, var_c, cov_ac = sxx / det, sw / det, -sx / det
     if c >= 0:  # the noise swamps the slope: no usable estimate from this window
-        return float(s.mean()), float(np.ptp(s) / 2)
+        return fallback
     limit = (math.log(alpha) - a) / c
-    # propagate: d limit/d a = -1/c, d limit/d c = -limit/c
-    var = (var_a + limit**2 * var_c + 2 * limit * cov_ac) / c**2
-    return float(limit), float(math.sqrt(max(var, 0.0)))
+    # propagate: d limit/d a = -1/c, d limit/d c = -limit/c; the common ln CLb error adds to var_a
+    var = (var_a + cl_b_rel**2 + limit**2 * var_c + 2 * limit * cov_ac) / c**2
+    return LimitFit(float(a), float(c), float(x.min()), float(x.max()), float(limit), float(math.sqrt(max(var, 0.0))))
 
 
 def exact_cls_limit(n_obs: int, b: float, cl: float = 0.95) -> float:
@@ -176,8 +199,12 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
     # below this width the grid is not refined further: ln CLs is straight there, and the toys do the rest
     fit_width = 10 * precision
     history: list[dict] = []
+    # the first iteration whose toys did not help choose the current window: only those toys enter the final
+    # fit (the points that bracketed the crossing were picked for their values, which would bias it)
+    window_since = 1
     n_jobs = 0
     limit = limit_err = math.nan
+    fit: LimitFit | None = None
     for iteration in range(1, max_iterations + 1):
         # one @work call per iteration: the missing jobs of every grid point in the window, run in parallel
         grid = [float(x) for x in np.round(np.linspace(*window, grid_points), 6)]
@@ -194,10 +221,10 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
             point.jobs += 1
         n_jobs += len(entries)
 
-        s, cls, err, _ = _cls_table(points)
+        s, cls, err, _, cl_b_rel = _cls_table(points)
         below = np.nonzero(cls <= alpha)[0]
         if len(below) == 0:  # the crossing lies above the grid: look further up
-            window = (window[1], 2 * window[1])
+            window, window_since = (window[1], 2 * window[1]), iteration + 1
             logger.info("iteration %d: CLs(%.3g) = %.3g > %.3g, widening the scan to %.3g",
                         iteration, s[-1], cls[-1], alpha, window[1])
             history.append({"iteration": iteration, "jobs": len(entries), "limit": None, "error": None})
@@ -205,8 +232,13 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
         lo, hi = max(int(below[0]) - 1, 0), int(below[0])  # the grid cell of the first crossing
         final = window[1] - window[0] <= fit_width * 1.001
         # the limit: a fit of ln CLs over the crossing cell and its neighbours, or over the whole final window
-        near = (s >= window[0]) & (s <= window[1]) if final else (s >= s[max(lo - 1, 0)]) & (s <= s[min(hi + 1, len(s) - 1)])
-        limit, limit_err = _fit_limit(s[near], cls[near], err[near], alpha)
+        if final:  # (grid values are rounded to 1e-6)
+            added = np.array([points[float(x)].iteration for x in s])
+            near = (s >= window[0] - 1e-6) & (s <= window[1] + 1e-6) & (added >= window_since)
+        else:
+            near = (s >= s[max(lo - 1, 0)]) & (s <= s[min(hi + 1, len(s) - 1)])
+        fit = _fit_limit(s[near], cls[near], err[near], alpha, cl_b_rel)
+        limit, limit_err = fit.limit, fit.error
         history.append({"iteration": iteration, "jobs": len(entries), "limit": limit, "error": limit_err,
                         "window": list(window)})
         logger.info("iteration %d: %d jobs, limit %.4f +- %.4f, grid [%.4f, %.4f]",
@@ -217,10 +249,10 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
             # refine: the next grid spans the crossing cell, but never less than fit_width, so that the
             # final fit sees a slope that the toy noise cannot fake
             centre, half = 0.5 * (s[lo] + s[hi]), max(0.5 * (s[hi] - s[lo]), 0.5 * fit_width)
-            window = (float(max(centre - half, 0.0)), float(centre + half))
+            window, window_since = (float(max(centre - half, 0.0)), float(centre + half)), iteration + 1
         elif not window[0] <= limit <= window[1]:  # the fit puts the crossing outside the window: re-centre it
             start = max(limit - 0.5 * fit_width, 0.0)
-            window = (float(start), float(start + fit_width))
+            window, window_since = (float(start), float(start + fit_width)), iteration + 1
         if final and limit_err > precision:
             # toy statistics limit the precision: the error falls like 1/sqrt(toys per point)
             target_jobs = min(8 * target_jobs, math.ceil(target_jobs * (limit_err / precision) ** 2))
@@ -229,14 +261,17 @@ def cls_scan(n_obs: int, b: float = 0.0, sigma_b: float = 0.0, cl: float = 0.95,
             raise RuntimeError(f"CLs stayed above {alpha:.3g} up to s = {window[1]:.3g} in {max_iterations} iterations")
         logger.warning("stopped after %d iterations before reaching precision %.3g", max_iterations, precision)
 
-    s, cls, err, cl_b = _cls_table(points)
+    s, cls, err, cl_b, cl_b_rel = _cls_table(points)
+    # each point's error bar: its own toy error and CLb's (the latter shared by all points)
+    err = np.hypot(err, cls * cl_b_rel)
     table = [{"s": float(x), "cls": float(c), "cls_err": float(e), "n_toys": points[float(x)].n_toys,
               "iteration": points[float(x)].iteration} for x, c, e in zip(s, cls, err)]
     return ScanResult(
         n_obs=int(n_obs), b=float(b), sigma_b=float(sigma_b), cl=cl, limit=limit, limit_err=limit_err,
         window=window, iterations=len(history), n_jobs=n_jobs,
         n_toys=sum(p.n_toys for p in points.values()), cl_b=cl_b, points=table, history=history,
-        exact=exact_cls_limit(n_obs, b, cl) if sigma_b == 0 else None,
+        exact=exact_cls_limit(n_obs, b, cl) if sigma_b == 0 else None, cl_b_rel_err=cl_b_rel,
+        fit=asdict(fit) if fit is not None and not math.isnan(fit.a) else None,
     )
 
 
@@ -252,7 +287,7 @@ def plot(result: ScanResult, path: Path) -> None:
 
     pts = result.points
     alpha = 1 - result.cl
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
     lo, hi = result.window
     half = max(0.6 * (hi - lo), 4 * result.limit_err)
     iterations = sorted({p["iteration"] for p in pts})
@@ -272,6 +307,11 @@ def plot(result: ScanResult, path: Path) -> None:
             xs = xs[xs >= 0]
             exact = poisson.cdf(result.n_obs, xs + result.b) / poisson.cdf(result.n_obs, result.b)
             ax.plot(xs, exact, "k--", lw=1, label="exact (Poisson CDF)")
+        if zoom and result.fit is not None:
+            f = result.fit
+            xs = np.linspace(f["lo"], f["hi"], 50)
+            ax.plot(xs, np.exp(f["a"] + f["c"] * xs), "-", color="tab:green", lw=1.5,
+                    label=f"fit of ln CLs over [{f['lo']:.2f}, {f['hi']:.2f}]")
         ax.axhline(alpha, color="tab:red", lw=1, ls=":", label=f"CLs = {alpha:.2g}")
         ax.axvline(result.limit, color="black", lw=1.2,
                    label=f"{result.cl:.0%} CL limit s = {result.limit:.3f} ± {result.limit_err:.3f}")
@@ -285,8 +325,12 @@ def plot(result: ScanResult, path: Path) -> None:
             ax.set_yscale("log")
             ax.set_title(f"CLs scan: n_obs = {result.n_obs}, b = {result.b:g}"
                          + (f" ± {result.sigma_b:g}" if result.sigma_b else ""))
-            ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    # one legend for both panels, below them, where it covers no data whatever the scan looks like
+    handles = {}
+    for ax in axes:
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(handles) / 3), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

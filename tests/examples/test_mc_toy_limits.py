@@ -80,3 +80,38 @@ def test_command_line_writes_plot_and_result(run_example, tmp_path):
 
     bad = run_example("mc_toy_limits", "--cl", "95", "--out", str(tmp_path))
     assert bad.returncode == 2 and "confidence level must be strictly between 0 and 1" in bad.stderr
+
+
+def test_limit_error_counts_the_clb_error_shared_by_every_point(load_example):
+    """On a fixed grid with binomial toys, pulls have unit width only if CLb's error is added once, in common:
+    here CLb has few toys (its error dominates), so treating it as independent per point would shrink it."""
+    import numpy as np
+    from scipy.stats import poisson
+
+    mc = load_example("mc_toy_limits")
+    n_obs, b, alpha = 4, 2.5, 0.05
+    exact = mc.exact_cls_limit(n_obs, b)
+    s = np.concatenate([[0.0], np.linspace(exact - 0.25, exact + 0.25, 8)])
+    toys = np.array([1_000] + [40_000] * 8)
+    rng = np.random.default_rng(5)
+    pulls, naive = [], []
+    for _ in range(400):
+        passed = rng.binomial(toys, poisson.cdf(n_obs, s + b))
+        points = {float(x): mc.Point(float(x), n_toys=int(n), n_pass=int(k)) for x, n, k in zip(s, toys, passed)}
+        grid, cls, err, _, cl_b_rel = mc._cls_table(points)
+        fit = mc._fit_limit(grid, cls, err, alpha, cl_b_rel)
+        pulls.append((fit.limit - exact) / fit.error)
+        naive.append((fit.limit - exact) / mc._fit_limit(grid, cls, err, alpha, 0.0).error)
+    assert 0.9 < np.std(pulls) < 1.1
+    assert np.std(naive) > 1.3  # without the shared error the limit would look far more precise than it is
+
+
+def test_plot_draws_the_fitted_line_in_the_zoom(embedded, load_example, tmp_path):
+    mc = load_example("mc_toy_limits")
+    result = mc.cls_scan(2, b=1.0, **SMALL)
+    fit = result.fit
+    assert fit is not None and fit["lo"] <= result.limit <= fit["hi"]
+    assert fit["limit"] == result.limit and fit["error"] == result.limit_err
+    assert math.exp(fit["a"] + fit["c"] * result.limit) == pytest.approx(0.05)
+    mc.plot(result, tmp_path / "limits.png")
+    assert (tmp_path / "limits.png").stat().st_size > 20_000
