@@ -10,6 +10,7 @@ Run:  python examples/external_simulator/run.py --energies 1,2,5,10,20,50,100 --
 from __future__ import annotations
 
 import argparse
+import ctypes
 import csv
 import json
 import logging
@@ -20,7 +21,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from iworkflow import work, workflow
@@ -29,13 +33,63 @@ from iworkflow.script import add_runtime_arguments, configure_from_args
 logger = logging.getLogger(__name__)
 
 SIMULATOR = str(Path(__file__).resolve().with_name("simulator.py"))
+#: signals on which a job kills its simulator and removes its directory before it ends
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+#: how often a job waiting for its simulator checks that its runner's parent (driver or worker) is still there
+POLL_SECONDS = 0.2
+#: the file in a job's working directory naming the simulator's process (group and session leader)
+PID_FILE = "simulator.pid"
+PR_SET_PDEATHSIG = 1
+
+
+class Stopped(Exception):
+    """The job was told to stop (a signal), or the process that ran it is gone."""
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` by which the simulator gets SIGKILL when the runner that started it dies, however it dies
+    (Linux ``PR_SET_PDEATHSIG``; None elsewhere).  libc is looked up here, not in the forked child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _raise_stopped(signum: int, _frame) -> None:
+    raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _wait(proc: subprocess.Popen, timeout: float, parent: int) -> int:
+    """The simulator's exit code; raises TimeoutError after ``timeout`` s, Stopped if this job's parent goes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return proc.wait(timeout=min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+        except subprocess.TimeoutExpired:
+            if os.getppid() != parent:
+                raise Stopped("the driver or worker that ran this job is gone") from None
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
 
 
 @work(map_results=True)
 def simulate(energy_gev: float, simulator: str, events: int = 200, layers: int = 30, seed: int = 1,
-             work_seconds: float = 1.0, hang: bool = False, timeout: float = 10.0) -> dict:
-    """Run the simulator once in a fresh directory and return its parsed outputs (profile and summary)."""
-    workdir = tempfile.mkdtemp(prefix=f"sim-{energy_gev:g}GeV-")
+             work_seconds: float = 1.0, hang: bool = False, timeout: float = 10.0, scan: str = "") -> dict:
+    """Run the simulator once in a fresh directory and return its parsed outputs (profile and summary).
+
+    Whatever way the job ends (result, timeout, error, a stop signal, its driver or worker gone), the simulator's
+    whole session is killed and the directory removed; if the runner itself is killed outright, the simulator
+    dies with it (``PR_SET_PDEATHSIG``), and a driver on the same machine removes the directories of its ``scan``.
+    """
+    workdir = tempfile.mkdtemp(prefix=f"sim-{scan}{energy_gev:g}GeV-")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS} if in_main_thread else {}
+    proc: subprocess.Popen | None = None
     try:
         card = os.path.join(workdir, "input.card")
         with open(card, "w") as fh:
@@ -45,22 +99,37 @@ def simulate(energy_gev: float, simulator: str, events: int = 200, layers: int =
         # a .py stand-in runs under this job's interpreter; any other executable runs as it is
         command = [sys.executable, simulator] if simulator.endswith(".py") else [simulator]
         with open(os.path.join(workdir, "stdout.txt"), "w") as log:
-            # a session of its own: on timeout the whole process group goes, children included
-            proc = subprocess.Popen([*command, card, out], stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=workdir, start_new_session=True)
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise TimeoutError(f"simulator hung: no exit after {timeout:g} s for {energy_gev:g} GeV, "
-                                   f"killed (pid {proc.pid})") from None
+            # a session of its own: on timeout or stop the whole session goes, children included
+            proc = subprocess.Popen([*command, card, out], stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+                                    start_new_session=True, preexec_fn=_die_with_parent())
+        Path(workdir, PID_FILE).write_text(str(proc.pid))
+        try:
+            code = _wait(proc, timeout, os.getppid())
+        except TimeoutError:
+            raise TimeoutError(f"simulator hung: no exit after {timeout:g} s for {energy_gev:g} GeV, "
+                               f"killed (pid {proc.pid})") from None
         if code != 0:
             tail = Path(workdir, "stdout.txt").read_text()[-2000:]
             raise RuntimeError(f"simulator exited with code {code} for {energy_gev:g} GeV: {tail.strip()}")
         return parse_outputs(out)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc is not None:
+            kill_session(proc.pid)
+            proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def kill_session(pid: int, workdir: str | None = None) -> None:
+    """SIGKILL the process group (= session) that the simulator ``pid`` leads; nothing if it is gone already.
+    With ``workdir``, only if that process still runs there (a pid file may outlive its process)."""
+    try:
+        if workdir is not None and (os.getsid(pid) != pid or os.readlink(f"/proc/{pid}/cwd") != workdir):
+            return
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
 
 
 def parse_outputs(out: str) -> dict:
@@ -99,16 +168,26 @@ def energy_scan(energies: list[float], simulator: str = SIMULATOR, hang_energy: 
         raise FileNotFoundError(f"simulator {simulator} does not exist")
     entries = [{"energy_gev": float(e), "hang": hang_energy is not None and math.isclose(e, hang_energy)}
                for e in energies]
-    results = simulate(simulator=simulator, timeout=timeout, events=events, work_seconds=work_seconds,
-                       multi_jobs_kwargs_list=entries)
-    runs, failures = {}, {}
-    for entry in entries:
-        value, details = results.get_result(args=entry, with_details=True)
-        if details["status"] == "finished":
-            runs[entry["energy_gev"]] = value
-        else:
-            failures[entry["energy_gev"]] = details["error"]
-            logger.warning("%g GeV failed: %s", entry["energy_gev"], details["error"])
+    # interrupted (Ctrl-C, an error), the driver kills the simulators of this scan still running on this machine
+    # and removes their directories (jobs on other machines clean up after themselves)
+    scan = f"{uuid.uuid4().hex[:8]}-"
+    try:
+        results = simulate(simulator=simulator, timeout=timeout, events=events, work_seconds=work_seconds,
+                           scan=scan, multi_jobs_kwargs_list=entries)
+        runs, failures = {}, {}
+        for entry in entries:
+            value, details = results.get_result(args=entry, with_details=True)
+            if details["status"] == "finished":
+                runs[entry["energy_gev"]] = value
+            else:
+                failures[entry["energy_gev"]] = details["error"]
+                logger.warning("%g GeV failed: %s", entry["energy_gev"], details["error"])
+    finally:
+        for workdir in Path(tempfile.gettempdir()).glob(f"sim-{scan}*"):
+            pid = (workdir / PID_FILE).read_text().strip() if (workdir / PID_FILE).exists() else ""
+            if pid.isdigit():
+                kill_session(int(pid), workdir=str(workdir))
+            shutil.rmtree(workdir, ignore_errors=True)
     return {"runs": runs, "failures": failures}
 
 
@@ -122,6 +201,11 @@ def max_concurrent(runs: dict) -> int:
     return peak
 
 
+def _kind(why: str) -> str:
+    """The exception's class name from a job's error text ("builtins.TimeoutError: ..." -> "TimeoutError")."""
+    return why.split(":", 1)[0].rsplit(".", 1)[-1]
+
+
 def plot(scan: dict, path: Path) -> None:
     """Longitudinal shower profiles per energy, and the shower depth against ln E with a straight-line fit."""
     import matplotlib
@@ -131,15 +215,17 @@ def plot(scan: dict, path: Path) -> None:
     import numpy as np
 
     runs = dict(sorted(scan["runs"].items()))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     colours = plt.cm.plasma(np.linspace(0, 0.85, max(len(runs), 1)))
     for (energy, r), colour in zip(runs.items(), colours):
         left.plot(np.arange(len(r["profile"])) + 0.5, np.array(r["profile"]) / energy, color=colour,
                   label=f"{energy:g} GeV")
+    for energy, why in sorted(scan["failures"].items()):  # a failed run is named, not silently left out
+        left.plot([], [], ls="none", marker="x", color="tab:red", label=f"{energy:g} GeV: failed ({_kind(why)})")
     left.set_xlabel("depth (radiation lengths)")
     left.set_ylabel("energy fraction per layer")
     left.set_title("mean longitudinal shower profile")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     if runs:
         e = np.array(list(runs))
         depth = np.array([r["mean_depth"] for r in runs.values()])
@@ -150,13 +236,12 @@ def plot(scan: dict, path: Path) -> None:
             right.plot(xs, icpt + slope * xs, "-", color="grey", label=f"fit: {slope:.2f} X0 per unit ln E")
     for energy, why in scan["failures"].items():
         right.axvline(math.log(energy), color="tab:red", ls=":", lw=1)
-        kind = why.split(":", 1)[0].rsplit(".", 1)[-1]
-        right.annotate(f"{energy:g} GeV failed ({kind})", (math.log(energy), 0.05),
+        right.annotate(f"{energy:g} GeV failed ({_kind(why)})", (math.log(energy), 0.05),
                        xycoords=("data", "axes fraction"), fontsize=7, color="tab:red", rotation=90, va="bottom")
     right.set_xlabel("ln(E / GeV)")
     right.set_ylabel("shower centre of gravity (radiation lengths)")
     right.set_title("shower depth grows like ln E")
-    right.legend(fontsize=8, loc="upper left")
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
