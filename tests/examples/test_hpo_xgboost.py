@@ -1,11 +1,12 @@
-"""The HPO example, small: the Bayesian loop and the random baseline, each 3 iterations of 4 xgboost jobs."""
+"""The HPO example, small: the Bayesian loop and the random baseline (2-3 iterations of 3-4 small xgboost jobs),
+the winners re-scored on data the search never saw, the multi-seed summary, and the command line."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-SMALL = {"iterations": 3, "points": 4, "n_estimators": 40, "folds": 3, "metric": "roc_auc", "seed": 3}
+SMALL = {"iterations": 3, "points": 4, "n_estimators": 30, "folds": 3, "metric": "roc_auc", "seed": 3}
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +17,12 @@ def hpo(load_example):
 def test_bayesian_loop_finds_a_good_model_and_each_score_belongs_to_its_point(embedded, hpo):
     history = hpo.optimize(method="bayes", **SMALL)
     evaluations = history.evaluations
-    assert len(evaluations) == 12 and history.failures == 0
+    assert len(evaluations) == 12 and history.failures == 0 and history.seed == 3
     assert [e["iteration"] for e in evaluations] == [1] * 4 + [2] * 4 + [3] * 4
     points = [tuple(sorted(e["params"].items())) for e in evaluations]
     assert len(set(points)) == 12  # the constant liar gives distinct points within a batch
     for e in evaluations:
+        assert set(e["params"]) == set(hpo.SPACE)
         assert all(lo <= e["params"][k] <= hi for k, (lo, hi) in hpo.SPACE.items())
     # breast-cancer ROC AUC of a boosted tree ensemble is ~0.99; 0.98 leaves room for a bad search
     assert history.best["score"] >= 0.98
@@ -40,19 +42,57 @@ def test_random_search_runs_the_same_way_from_the_same_first_batch(embedded, hpo
     assert random.best["score"] >= 0.95
 
 
+def test_winners_are_rescored_on_data_the_search_never_saw(embedded, hpo):
+    options = {k: SMALL[k] for k in ("n_estimators", "folds", "metric")}
+    runs = hpo.compare("batch", [0, 1], {**options, "iterations": 2, "points": 3, "xi": 0.01})
+    assert [h.seed for h in runs["bayes"]] == [0, 1] and [h.seed for h in runs["random"]] == [0, 1]
+    for h in runs["bayes"] + runs["random"]:
+        assert len(h.evaluations) == 6
+        # each re-score is the winner's own, recomputed here
+        assert h.rescored == hpo.rescore.__wrapped__(params=h.best["params"], seed=h.seed, **options)
+        assert 0.9 < h.rescored["held_out"] <= 1.0 and 0.9 < h.rescored["fresh_folds"] <= 1.0
+    x_search, y_search, x_out, y_out = hpo.load_data()
+    assert len(x_out) == pytest.approx(0.25 * (len(x_search) + len(x_out)), abs=1)
+    assert not {tuple(r) for r in x_out} & {tuple(r) for r in x_search}  # the held-out rows are not searched
+
+    summary = hpo.summarize(runs)
+    for what in hpo.SCORES:
+        d = summary[f"bayes_minus_random_{what}"]
+        assert d["seeds"] == 2 and 0 <= d["bayes_wins"] <= 2
+        diffs = [hpo.score(b, what) - hpo.score(r, what) for b, r in zip(runs["bayes"], runs["random"])]
+        assert d["mean"] == pytest.approx(sum(diffs) / 2)
+
+
+def test_a_bound_that_is_the_parameters_own_limit_is_not_reported_as_clipping(hpo):
+    inside = {"log10_learning_rate": -1.0, "max_depth": 4.0, "subsample": 0.8, "log10_reg_lambda": 0.0}
+    assert hpo.at_bounds(inside) == []
+    # stumps, no row subsampling, no L2 penalty to speak of
+    assert hpo.at_bounds({**inside, "max_depth": 1.0, "subsample": 1.0, "log10_reg_lambda": -2.0}) == []
+    assert hpo.at_bounds({**inside, "log10_learning_rate": 0.0, "max_depth": 8.0}) == [
+        "log10_learning_rate=0", "max_depth=8"]
+
+
 @pytest.mark.parametrize("bad", [{"method": "grid"}, {"metric": "f1"}, {"points": 0}])
 def test_bad_input_is_refused(embedded, hpo, bad):
     with pytest.raises(ValueError):
         hpo.optimize(**{**SMALL, **bad})
 
 
-def test_command_line_writes_plot_and_result(run_example, tmp_path):
-    out = run_example("hpo_xgboost", "--iterations", "2", "--points", "3", "--n-estimators", "30", "--folds", "3",
-                      "--slots", "2", "--out", str(tmp_path))
+def test_command_line_compares_over_seeds_and_writes_plot_and_result(run_example, tmp_path):
+    out = run_example("hpo_xgboost", "--seeds", "2", "--iterations", "2", "--points", "3", "--n-estimators", "20",
+                      "--folds", "3", "--slots", "2", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert "bayes: best neg_log_loss" in out.stdout and "random: best neg_log_loss" in out.stdout
+    assert "bayes - random, held out:" in out.stdout and "best parameters" in out.stdout
+    assert f"plot: {tmp_path / 'hpo_xgboost.png'}" in out.stdout
+    assert "iteration 2/2" in out.stderr  # progress, per iteration
     result = json.loads((tmp_path / "hpo_xgboost.json").read_text())
     for method in ("bayes", "random"):
-        assert len(result[method]["evaluations"]) == 6
-        assert -0.4 < result[method]["best"]["score"] < 0  # a log-loss, and better than a poor model's
+        assert [r["seed"] for r in result["runs"][method]] == [0, 1]
+        for run in result["runs"][method]:
+            assert len(run["evaluations"]) == 6
+            assert -0.4 < run["best"]["score"] < 0  # a log-loss, and better than a poor model's
+            assert set(run["rescored"]) == {"fresh_folds", "held_out"}
     assert (tmp_path / "hpo_xgboost.png").stat().st_size > 20_000
+
+    bad = run_example("hpo_xgboost", "--seeds", "0", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "--seeds must be >= 1" in bad.stderr
