@@ -147,6 +147,12 @@ def optimize(method: str = "bayes", batches: int = 10, batch_size: int = 4, n_in
     return history
 
 
+def trials_after_each_batch(history: MoboHistory) -> list[int]:
+    """How many trials had completed when each batch ended (the x of the hypervolume curve)."""
+    batches = [o["batch"] for o in history.observations]
+    return [sum(b <= n for b in batches) for n in range(1, len(history.hypervolume) + 1)]
+
+
 def plot(runs: dict[str, MoboHistory], path: Path) -> None:
     """Hypervolume per batch (MOBO vs Sobol) and the observed points and Pareto fronts in objective space."""
     import matplotlib
@@ -156,15 +162,14 @@ def plot(runs: dict[str, MoboHistory], path: Path) -> None:
 
     labels = {"bayes": "Ax MOBO (Sobol start, then BoTorch)", "sobol": "Sobol only"}
     colours = {"bayes": "tab:blue", "sobol": "tab:orange"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.4))
     for method, h in runs.items():
-        left.plot(np.arange(1, len(h.hypervolume) + 1), h.hypervolume, "o-", color=colours[method],
-                  label=labels[method])
+        left.plot(trials_after_each_batch(h), h.hypervolume, "o-", color=colours[method], label=labels[method])
     left.axhline(MAX_HYPERVOLUME, color="black", ls="--", lw=1, label=f"true front ({MAX_HYPERVOLUME:.2f})")
-    left.set_xlabel("batch (one @work call, plus retries)")
+    left.set_xlabel("trials completed (a point per batch of parallel trials)")
     left.set_ylabel(f"hypervolume w.r.t. {REF_POINT}")
     left.set_title("hypervolume of the observed trials")
-    left.legend(fontsize=8, loc="center right")
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     left.grid(alpha=0.3)
 
     front = true_pareto_front()
@@ -182,7 +187,7 @@ def plot(runs: dict[str, MoboHistory], path: Path) -> None:
     right.set_xlabel("Branin (minimise)")
     right.set_ylabel("Currin (minimise)")
     right.set_title("observed trials and Pareto fronts (dotted: reference point)")
-    right.legend(fontsize=8, loc="upper right")
+    right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -216,9 +221,10 @@ def main(argv: list[str] | None = None) -> dict[str, MoboHistory]:
     plot(runs, args.out / "mobo_ax.png")
     (args.out / "mobo_ax.json").write_text(json.dumps({**{m: asdict(h) for m, h in runs.items()},
                                                        "max_hypervolume": MAX_HYPERVOLUME, "wall_time_s": wall}, indent=1))
-    print("batch  " + "  ".join(f"{m:>7}" for m in runs))
+    trials = {m: trials_after_each_batch(h) for m, h in runs.items()}
+    print("batch" + "".join(f"  {m + ': trials':>14} {'hypervolume':>11}" for m in runs))
     for b in range(args.batches):
-        print(f"{b + 1:5d}  " + "  ".join(f"{h.hypervolume[b]:7.2f}" for h in runs.values()))
+        print(f"{b + 1:5d}" + "".join(f"  {trials[m][b]:14d} {h.hypervolume[b]:11.2f}" for m, h in runs.items()))
     for method, h in runs.items():
         print(f"{method}: hypervolume {h.hypervolume[-1]:.2f} of {MAX_HYPERVOLUME:.2f} after "
               f"{len(h.observations)} trials ({h.retries} retries, {h.failed_trials} trials given up)")
