@@ -63,6 +63,16 @@ def test_winners_are_rescored_on_data_the_search_never_saw(embedded, hpo):
         assert d["mean"] == pytest.approx(sum(diffs) / 2)
 
 
+def test_a_winner_shared_by_both_searches_of_a_seed_is_rescored_once_for_both(embedded, hpo):
+    point = {"log10_learning_rate": -1.0, "max_depth": 3.0, "subsample": 0.8, "log10_reg_lambda": 0.0}
+    # both searches start from the same random batch: when neither improves on it, they share their winner
+    runs = [hpo.SearchHistory(method, seed=4, evaluations=[{"iteration": 1, "params": point, "score": 0.99}])
+            for method in hpo.METHODS]
+    hpo.rescore_winners(runs, n_estimators=20, folds=3, metric="roc_auc")
+    assert runs[0].rescored == runs[1].rescored
+    assert runs[0].rescored == hpo.rescore.__wrapped__(params=point, seed=4, n_estimators=20, folds=3, metric="roc_auc")
+
+
 def test_a_bound_that_is_the_parameters_own_limit_is_not_reported_as_clipping(hpo):
     inside = {"log10_learning_rate": -1.0, "max_depth": 4.0, "subsample": 0.8, "log10_reg_lambda": 0.0}
     assert hpo.at_bounds(inside) == []

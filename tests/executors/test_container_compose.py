@@ -90,26 +90,29 @@ def test_hpo_example_runs_on_the_compose_deployment(deployment, tmp_path):
     out = tmp_path / "out"
     start = time.monotonic()
     run = subprocess.run([sys.executable, str(REPO / "examples" / "hpo_xgboost" / "run.py"), "--executor", "broker",
-                          "--broker", AMQP, "--iterations", "2", "--points", "3", "--n-estimators", "20",
+                          "--broker", AMQP, "--seeds", "1", "--iterations", "2", "--points", "3", "--n-estimators", "20",
                           "--folds", "3", "--metric", "roc_auc", "--out", str(out)],
                          cwd=tmp_path, env=driver_env, capture_output=True, text=True, timeout=300, check=False)
     print(f"HPO example on the compose deployment: {time.monotonic() - start:.1f} s")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((out / "hpo_xgboost.json").read_text())
     for method in ("bayes", "random"):
-        assert len(result[method]["evaluations"]) == 6 and result[method]["failures"] == 0
-        assert result[method]["best"]["score"] > 0.95  # ROC AUC on the breast-cancer data
+        (search,) = result["runs"][method]
+        assert len(search["evaluations"]) == 6 and search["failures"] == 0
+        assert search["best"]["score"] > 0.95  # ROC AUC on the breast-cancer data
+        assert search["rescored"]["held_out"] > 0.9
 
-    # the dashboard answers, and the server recorded both workflows with every job finished
+    # the dashboard answers, and the server recorded the three workflows (two searches, the re-scoring) with
+    # every job finished
     api = httpx.Client(base_url=deployment.url, timeout=10,
                        headers={"Authorization": f"Bearer {deployment.env['IWORKFLOW_TOKEN']}"})
     page = api.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     workflows = wait_until(lambda: api.get("/api/workflows").json(),
-                           lambda wfs: len(wfs) == 2 and all(w["status"] == "finished" for w in wfs),
-                           what="both workflows recorded as finished")
+                           lambda wfs: len(wfs) == 3 and all(w["status"] == "finished" for w in wfs),
+                           what="the three workflows recorded as finished")
     jobs = [j for w in workflows for j in api.get("/api/jobs", params={"workflow_id": w["id"]}).json()]
-    assert len(jobs) == 12 and {j["status"] for j in jobs} == {"finished"}
+    assert len(jobs) == 12 + 2 and {j["status"] for j in jobs} == {"finished"}
 
     # the jobs ran in the worker containers: the only consumers of this run's queue; they say how many they served
     deployment.compose("stop", "-t", "30")
