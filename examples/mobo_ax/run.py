@@ -114,8 +114,26 @@ def optimize(method: str = "bayes", batches: int = 10, batch_size: int = 4, n_in
         raise ValueError(f"failure_rate must be in [0, 1), got {failure_rate}")
     if batches < 1 or batch_size < 1 or max_attempts < 1:
         raise ValueError("batches, batch_size and max_attempts must be >= 1")
+    import torch
+
     client = _make_client(method, seed, n_init)
     history = MoboHistory(method)
+    # one torch thread for Ax's model fits: the tensors are small, and more threads only fight the jobs for cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _loop(client, history, batches, batch_size, failure_rate, max_attempts, seed, eval_seconds)
+    finally:
+        torch.set_num_threads(threads)
+    summary = client.summarize()
+    history.completed_in_ax = int((summary["trial_status"] == "COMPLETED").sum())
+    return history
+
+
+def _loop(client, history: MoboHistory, batches: int, batch_size: int, failure_rate: float, max_attempts: int,
+          seed: int, eval_seconds: float) -> None:
+    """The batches of one run: ask, evaluate in parallel, retry, report."""
+    method = history.method
     for batch in range(1, batches + 1):
         with warnings.catch_warnings():  # Ax and BoTorch are chatty about numerics they handle themselves
             warnings.simplefilter("ignore")
@@ -142,9 +160,6 @@ def optimize(method: str = "bayes", batches: int = 10, batch_size: int = 4, n_in
         history.hypervolume.append(hv)
         logger.info("%s batch %d: %d trials observed, hypervolume %.2f (max %.2f)", method, batch,
                     len(history.observations), hv, MAX_HYPERVOLUME)
-    summary = client.summarize()
-    history.completed_in_ax = int((summary["trial_status"] == "COMPLETED").sum())
-    return history
 
 
 def trials_after_each_batch(history: MoboHistory) -> list[int]:

@@ -1,8 +1,9 @@
 """The Ax multi-objective example: MOBO against Sobol with injected failures and retries, small and seeded.
 
 Reliability of the comparison: with 6 batches of 4 (4 Sobol trials first) Ax's MOBO ends above the Sobol
-baseline for 4 of seeds 0-4 (seed 1 is slow to leave zero hypervolume); the test uses seed 0, where MOBO
-reaches ~53 of 59.4 and Sobol 0, so the thresholds below leave a wide margin.
+baseline for 4 of seeds 0-4 (seed 1 is slow to leave zero hypervolume). The test uses seed 0 and 4 batches
+(3 of them with the model, the expensive part): MOBO reaches 41.2 of 59.4 (55.1 after 6 batches) and Sobol 0,
+so the thresholds below leave a wide margin.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytest.importorskip("ax", reason="ax-platform is not installed (CI installs it; 
 # Ax 1.x with pandas 3 warns about its own use of pandas on every trial
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-SMALL = {"batches": 6, "batch_size": 4, "n_init": 4, "failure_rate": 0.25, "max_attempts": 4, "seed": 0, "eval_seconds": 0.0}
+SMALL = {"batches": 4, "batch_size": 4, "n_init": 4, "failure_rate": 0.25, "max_attempts": 4, "seed": 0, "eval_seconds": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def mobo(load_example):
     return load_example("mobo_ax")
 
 
+@pytest.mark.timeout(900)  # ~25 s of CPU, but Ax's model fits wait for a core on a loaded machine (250 s seen)
 def test_mobo_beats_sobol_and_failed_trials_are_retried(embedded, mobo, tmp_path):
     bayes = mobo.optimize(method="bayes", **SMALL)
     sobol = mobo.optimize(method="sobol", **SMALL)
