@@ -86,6 +86,9 @@ def simulate(energy_gev: float, simulator: str, events: int = 200, layers: int =
     whole session is killed and the directory removed; if the runner itself is killed outright, the simulator
     dies with it (``PR_SET_PDEATHSIG``), and a driver on the same machine removes the directories of its ``scan``.
     """
+    parent = os.getppid()
+    if parent == 1:  # the driver died before this job started: nobody wants its result
+        raise Stopped("the driver or worker that ran this job is gone")
     workdir = tempfile.mkdtemp(prefix=f"sim-{scan}{energy_gev:g}GeV-")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS} if in_main_thread else {}
@@ -104,7 +107,7 @@ def simulate(energy_gev: float, simulator: str, events: int = 200, layers: int =
                                     start_new_session=True, preexec_fn=_die_with_parent())
         Path(workdir, PID_FILE).write_text(str(proc.pid))
         try:
-            code = _wait(proc, timeout, os.getppid())
+            code = _wait(proc, timeout, parent)
         except TimeoutError:
             raise TimeoutError(f"simulator hung: no exit after {timeout:g} s for {energy_gev:g} GeV, "
                                f"killed (pid {proc.pid})") from None

@@ -85,7 +85,7 @@ def _wait_until(condition, what: str, limit: float = 120.0):
 
 
 def _hung_simulator_pid(tmp: Path) -> int:
-    pid_file = _wait_until(lambda: next(tmp.glob("sim-*/output/pid"), None), "the hung simulator to start")
+    pid_file = _wait_until(lambda: next(tmp.glob("sim-*20GeV-*/output/pid"), None), "the hung simulator to start")
     return int(_wait_until(lambda: pid_file.read_text().strip(), "its pid"))
 
 
