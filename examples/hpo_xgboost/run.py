@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iworkflow import work, workflow
+from iworkflow import artifacts, work, workflow
 from iworkflow.script import add_runtime_arguments, configure_from_args
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ METRICS = ("neg_log_loss", "roc_auc", "accuracy")
 METHODS = ("bayes", "random")
 #: a quarter of the data, the same for every seed, is never seen by the search: the winners are re-scored on it
 HELD_OUT_FRACTION = 0.25
+#: the artifact the chosen model is kept as: ``iworkflow.artifacts.load(MODEL_NAME)`` gives it back
+MODEL_NAME = "hpo-xgboost-best"
 SPLIT_SEED = 2024
 #: the search's cross-validation folds, the same for every seed and method: the seeds vary the searches, not
 #: the yardstick, so best scores compare across seeds; the fresh folds of the re-score use other seeds
@@ -101,6 +103,21 @@ def rescore(params: dict, n_estimators: int, folds: int, metric: str, seed: int,
              for r in range(repeats)]
     model = _model(params, n_estimators, seed).fit(x, y)
     return {"fresh_folds": float(np.mean(fresh)), "held_out": float(get_scorer(metric)(model, x_out, y_out))}
+
+
+@work
+def train_best(params: dict, n_estimators: int, seed: int, metadata: dict) -> int:
+    """Fit the chosen configuration on all the search data and keep it as the next version of MODEL_NAME, with
+    its parameters and scores (the artifact records which job, code and arguments made it)."""
+    x, y, _, _ = load_data()
+    model = _model(params, n_estimators, seed).fit(x, y)
+    return artifacts.save(MODEL_NAME, model, metadata=metadata).version
+
+
+@workflow(local=True, exclude_source_files=["output"])
+def keep_model(params: dict, n_estimators: int, seed: int, metadata: dict) -> int:
+    """The winner trained once more, as a job, and kept as an artifact; returns its version."""
+    return train_best(params=params, n_estimators=n_estimators, seed=seed, metadata=metadata)
 
 
 def make_optimizer(seed: int, xi: float):
@@ -377,6 +394,10 @@ def main(argv: list[str] | None = None) -> dict[str, list[SearchHistory]]:
     print(f"best parameters (by fresh-fold score: {best.method}, seed {best.seed}): {shown_params(best.best['params'])}"
           f"\n  {args.metric}: search CV {best.best['score']:.4f}, fresh folds {best.rescored['fresh_folds']:.4f}, "
           f"held-out {best.rescored['held_out']:.4f}")
+    version = keep_model(params=best.best["params"], n_estimators=args.n_estimators, seed=best.seed, metadata={
+        "params": shown_params(best.best["params"]), "metric": args.metric, "method": best.method, "seed": best.seed,
+        "search_cv": best.best["score"], **best.rescored})
+    print(f"model: artifact {MODEL_NAME} version {version} (iworkflow.artifacts.load({MODEL_NAME!r}))")
     print(f"wall time {wall:.1f} s; plot: {png}")
     return runs
 

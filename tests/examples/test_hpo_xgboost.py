@@ -3,6 +3,7 @@ the winners re-scored on data the search never saw, the multi-seed summary, and 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -82,6 +83,20 @@ def test_a_bound_that_is_the_parameters_own_limit_is_not_reported_as_clipping(hp
         "log10_learning_rate=0", "max_depth=8"]
 
 
+def test_the_chosen_model_is_kept_as_an_artifact_that_loads_back_and_predicts(embedded, hpo):
+    from iworkflow import artifacts
+
+    params = {"log10_learning_rate": -1.0, "max_depth": 3.0, "subsample": 0.8, "log10_reg_lambda": 0.0}
+    version = hpo.keep_model(params=params, n_estimators=20, seed=0, metadata={"params": params, "held_out": -0.1})
+    model = artifacts.load(hpo.MODEL_NAME, version)
+    _, _, x_out, y_out = hpo.load_data()
+    assert (model.predict(x_out) == y_out).mean() > 0.85
+    kept = artifacts.show(hpo.MODEL_NAME, version)
+    assert kept.metadata == {"params": params, "held_out": -0.1}
+    lineage = artifacts.lineage(hpo.MODEL_NAME, version)
+    assert lineage.work_name.endswith("train_best") and lineage.executor != "driver" and lineage.call_identity
+
+
 @pytest.mark.parametrize("bad", [{"method": "grid"}, {"metric": "f1"}, {"points": 0}])
 def test_bad_input_is_refused(embedded, hpo, bad):
     with pytest.raises(ValueError):
@@ -103,6 +118,8 @@ def test_command_line_compares_over_seeds_and_writes_plot_and_result(run_example
             assert -0.4 < run["best"]["score"] < 0  # a log-loss, and better than a poor model's
             assert set(run["rescored"]) == {"fresh_folds", "held_out"}
     assert (tmp_path / "hpo_xgboost.png").stat().st_size > 20_000
+    kept = re.search(r"model: artifact hpo-xgboost-best version (\d+)", out.stdout)
+    assert kept, out.stdout
 
     bad = run_example("hpo_xgboost", "--seeds", "0", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--seeds must be >= 1" in bad.stderr
