@@ -102,17 +102,20 @@ def test_hpo_example_runs_on_the_compose_deployment(deployment, tmp_path):
         assert search["best"]["score"] > 0.95  # ROC AUC on the breast-cancer data
         assert search["rescored"]["held_out"] > 0.9
 
-    # the dashboard answers, and the server recorded the three workflows (two searches, the re-scoring) with
-    # every job finished
+    # the dashboard answers, and the server recorded the four workflows (two searches, the re-scoring, the kept
+    # model) with every job finished
     api = httpx.Client(base_url=deployment.url, timeout=10,
                        headers={"Authorization": f"Bearer {deployment.env['IWORKFLOW_TOKEN']}"})
     page = api.get("/")
     assert page.status_code == 200 and "<html" in page.text.lower()
     workflows = wait_until(lambda: api.get("/api/workflows").json(),
-                           lambda wfs: len(wfs) == 3 and all(w["status"] == "finished" for w in wfs),
-                           what="the three workflows recorded as finished")
+                           lambda wfs: len(wfs) == 4 and all(w["status"] == "finished" for w in wfs),
+                           what="the four workflows recorded as finished")
     jobs = [j for w in workflows for j in api.get("/api/jobs", params={"workflow_id": w["id"]}).json()]
-    assert len(jobs) == 12 + 2 and {j["status"] for j in jobs} == {"finished"}
+    assert len(jobs) == 12 + 2 + 1 and {j["status"] for j in jobs} == {"finished"}
+    # the winner's model, saved by a job in a worker container, is kept by the server
+    (kept,) = api.get("/api/artifacts/hpo-xgboost-best").json()["versions"]
+    assert kept["lineage"]["work_name"].endswith("train_best") and kept["lineage"]["executor"] == "broker"
 
     # the jobs ran in the worker containers: the only consumers of this run's queue; they say how many they served
     deployment.compose("stop", "-t", "30")
