@@ -11,19 +11,30 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Iterable
+from typing import Callable, Iterable
 
 from iworkflow import containers, processes
 from iworkflow.errors import InvalidMessage, JobLostError
 from iworkflow.events import EventBatcher
 from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
-from iworkflow.runner import EVENT, INVALID, JOB, QUIT, RESULT, FrameReader, failure_message, write_frame
+from iworkflow.runner import (
+    EVENT,
+    INVALID,
+    JOB,
+    QUIT,
+    RESULT,
+    WORKER_NAME_ENV,
+    FrameReader,
+    failure_message,
+    write_frame,
+)
 
 from .base import Executor
 
@@ -60,6 +71,7 @@ class _PoolProcess:
         env["IWORKFLOW_SECRET"] = pool.settings.secret
         env["IWORKFLOW_POOL_EVENTS"] = ("1" if pool.started_events else "end") if pool.emit_events else "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env[WORKER_NAME_ENV] = pool.worker_name
         #: where the container guards of this process's jobs record their containers, removed if it is killed
         self.container_records = containers.new_records()
         env[containers.RECORDS_ENV] = self.container_records
@@ -133,6 +145,9 @@ class _PoolProcess:
                         head = self.inflight.popleft() if self.inflight else None
                         if head is not None:
                             self._timed(self.sent_at.popleft())
+                        following = self.inflight[0][0] if head is not None and self.inflight else None
+                    if following is not None:
+                        self.pool._started(following)
                     if head is None:
                         logger.error("runner pid %d answered a job it was not given; replacing it", self.proc.pid)
                         processes.kill_tree(self.proc.pid)
@@ -205,9 +220,14 @@ class LocalExecutor(Executor):
     runner_env: dict[str, str] = {}
 
     def __init__(self, settings, bus, address: str | None = None, slots: int | None = None,
-                 started_events: bool = True):
+                 started_events: bool = True, worker_name: str | None = None,
+                 on_start: Callable[[Job, float], None] | None = None):
         super().__init__(settings, bus, address)
         self.started_events = started_events
+        #: the name results and events give as the job's worker (the runner processes' pids are no identity)
+        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        #: told (job, wall-clock time) when a runner process starts a job: it reaches the head of its pipeline
+        self.on_start = on_start
         self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
         self.emit_events = settings.emits_events
         self.events = EventBatcher(bus, settings.secret_bytes)
@@ -219,6 +239,14 @@ class LocalExecutor(Executor):
         self._watchdog: threading.Thread | None = None
         #: moving average of how long one job occupies a process (None until a job has run)
         self.job_seconds: float | None = None
+
+    def _started(self, job: Job) -> None:
+        """(from a pool thread) A runner process starts ``job`` now: the one ahead of it is done."""
+        if self.on_start is not None:
+            try:
+                self.on_start(job, time.time())
+            except Exception:  # noqa: BLE001 - a report, never a reason to stop feeding the runners
+                logger.exception("on_start hook failed for job %s", job.job_key)
 
     def _note_job_seconds(self, seconds: float) -> None:
         self.job_seconds = seconds if self.job_seconds is None else 0.9 * self.job_seconds + 0.1 * seconds
@@ -268,27 +296,36 @@ class LocalExecutor(Executor):
 
     def _pump(self) -> None:
         """Hand pending jobs to processes, pipelining deeper while the backlog is long."""
+        started: list[Job] = []
         with self._lock:
-            if not self._pending:
-                return
-            live = [p for p in self._procs if p.alive]
-            if not live:
-                return
-            depth = max(1, min(MAX_PIPELINE, len(self._pending) // (len(live) * 4)))
-            for proc in live:
-                idle = not proc.inflight
-                room = depth - len(proc.inflight)
-                batch: list[bytes] = []
-                while room > 0 and self._pending:
-                    job, future = self._pending.popleft()
-                    if not future.set_running_or_notify_cancel():
-                        continue  # the submitter publishes the failure of a cancelled job
-                    proc.inflight.append((job, future))
-                    proc.sent_at.append(time.monotonic())
-                    batch.append(job.data)
-                    room -= 1
-                if batch:
-                    proc.send(batch, idle)
+            self._fill(started)
+        for job in started:
+            self._started(job)
+
+    def _fill(self, started: list[Job]) -> None:
+        """(lock held) Write pending jobs to processes; the first job an idle process gets starts now."""
+        if not self._pending:
+            return
+        live = [p for p in self._procs if p.alive]
+        if not live:
+            return
+        depth = max(1, min(MAX_PIPELINE, len(self._pending) // (len(live) * 4)))
+        for proc in live:
+            idle = not proc.inflight
+            room = depth - len(proc.inflight)
+            batch: list[bytes] = []
+            while room > 0 and self._pending:
+                job, future = self._pending.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue  # the submitter publishes the failure of a cancelled job
+                proc.inflight.append((job, future))
+                proc.sent_at.append(time.monotonic())
+                batch.append(job.data)
+                room -= 1
+            if batch:
+                if idle:
+                    started.append(proc.inflight[0][0])
+                proc.send(batch, idle)
 
     def _on_exit(self, proc: _PoolProcess) -> None:
         code = proc.proc.wait()

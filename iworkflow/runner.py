@@ -28,11 +28,15 @@ from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_paylo
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+#: the worker this runner serves (set by its pool, so results and events name the worker, not the runner's pid)
+WORKER_NAME_ENV = "IWORKFLOW_WORKER_NAME"
+WORKER_NAME = os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 OUTPUT_TAIL = 4096
 #: how long the pipes of a killed job command are read for, in case a process that escaped the kill holds them
 KILLED_PIPES_WAIT = 5.0
 _functions: dict[tuple[int, str], Callable[..., Any]] = {}
+#: the captured output tail of the last job run with ``capture`` (reported with its success too)
+_last_output = ""
 
 
 def _secret() -> bytes:
@@ -107,7 +111,9 @@ def error_info(exc: BaseException, output_tail: str = "") -> ErrorInfo:
 
 def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> ResultPayload:
     """Call the job's function in this process and capture its value or its exception."""
+    global _last_output
     start = time.time()
+    _last_output = ""
     tail = None
     old_out, old_err = sys.stdout, sys.stderr
     if capture:
@@ -136,6 +142,8 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
             metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt),
         )
     finally:
+        if tail is not None:
+            _last_output = tail.text() + sys.stderr.text()  # type: ignore[union-attr]
         sys.stdout, sys.stderr = old_out, old_err
 
 
@@ -184,7 +192,8 @@ def run_encoded(data: bytes, secret: bytes | None = None, emit: Emit | None = No
     if emit is not None:
         m = result.metrics
         if result.ok:
-            emit(_event("job_finished", env, worker=m.worker, start=m.start, end=m.end))
+            emit(_event("job_finished", env, worker=m.worker, start=m.start, end=m.end,
+                        output=_last_output[-OUTPUT_TAIL:]))
         else:
             emit(_event("job_failed", env, worker=m.worker, start=m.start, end=m.end,
                         error=result.error.summary() if result.error else "",

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from iworkflow import serialization
 from iworkflow.artifact_catalog import Catalog
@@ -22,12 +22,38 @@ from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, JobMetrics, Resul
 from iworkflow.runner import result_message
 from iworkflow.source_cache import SourceStore
 
-from . import queries
+from . import queries, states
 from .artifacts import SqlAlchemyConnector, artifact_router
 from .auth import TokenPolicy
 from .db import Database
-from .models import CANCELLED, JOB_TERMINAL, WORK_TERMINAL, JobRecord, WorkRecord
-from .schemas import CancelResult, Dag, JobLog, JobOut, SourceStored, WorkDetail, WorkflowDetail, WorkflowOut, WorkOut
+from .models import (
+    CANCELLED,
+    JOB_TERMINAL,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    UNKNOWN,
+    WORK_TERMINAL,
+    WORKER_ALIVE,
+    WORKER_LOST,
+    WORKER_STOPPED,
+    JobRecord,
+    WorkRecord,
+)
+from .schemas import (
+    CancelResult,
+    Dag,
+    Durations,
+    JobLog,
+    JobOut,
+    SourceStored,
+    Timeline,
+    WorkDetail,
+    WorkerOut,
+    WorkflowDetail,
+    WorkflowOut,
+    WorkOut,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +81,50 @@ def _digest_ok(digest: str) -> str:
     return digest
 
 
+JOB_STATUSES = (QUEUED, RUNNING, RETRYING, *sorted(JOB_TERMINAL))
+WORK_STATUSES = (UNKNOWN, RUNNING, *sorted(WORK_TERMINAL))
+WORKER_STATES = (WORKER_ALIVE, WORKER_STOPPED, WORKER_LOST)
+#: the largest offset or id a query takes (a 64-bit database integer, with room to spare)
+MAX_OFFSET = 10**12
+
+
+def _statuses(value: str | None, allowed: tuple[str, ...], param: str = "status") -> list[str]:
+    """``a,b`` -> ["a", "b"], each one of ``allowed`` (else 422 naming the bad one)."""
+    if not value:
+        return []
+    wanted = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in wanted if v not in allowed]
+    if bad:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"{param}={bad[0]!r} is not one of {', '.join(allowed)} (give several separated by ,)")
+    return wanted
+
+
+def refuse_unknown_params(request: Request) -> None:
+    """A query parameter the endpoint does not take is an error (422 naming it), never silently ignored."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        known.update(p.alias for p in d.query_params)
+        stack.extend(d.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            f"unknown query parameter {unknown[0]!r} for {request.url.path}; it takes: {takes}")
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the FastAPI application around a context; the OpenAPI schema is at /openapi.json."""
     app = FastAPI(title="iworkflow server", version="1", description="DAG records, monitor, source cache.")
     read = [Depends(ctx.policy.require_read)]
     write = [Depends(ctx.policy.require_write)]
-    api = APIRouter(prefix="/api")
+    api = APIRouter(prefix="/api", dependencies=[Depends(refuse_unknown_params)])
 
     @app.exception_handler(queries.NotFound)
     async def _not_found(_request: Request, exc: queries.NotFound) -> JSONResponse:
@@ -75,10 +139,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"ok": ok, "time": time.time(), "consumers": consumers}
 
     @api.get("/workflows", dependencies=read, response_model=list[WorkflowOut])
-    def list_workflows(status_: str | None = Query(None, alias="status"), limit: int = Query(50, ge=1, le=1000),
-                       offset: int = Query(0, ge=0)):
+    def list_workflows(status_: str | None = Query(None, alias="status", description="statuses, comma-separated"),
+                       name: str | None = Query(None, max_length=255, description="exact workflow name"),
+                       parent_id: str | None = Query(None, max_length=64, description="sub-workflows of this one"),
+                       limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)):
         with ctx.db.session() as s:
-            return queries.list_workflows(s, status_, limit, offset)
+            return queries.list_workflows(s, _statuses(status_, WORK_STATUSES), limit, offset, name=name,
+                                          parent_id=parent_id)
 
     @api.get("/workflows/{ref}", dependencies=read, response_model=WorkflowDetail)
     def get_workflow(ref: str):
@@ -94,9 +161,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def cancel_workflow(ref: str):
         return _cancel(ctx, ref)
 
+    @api.get("/workflows/{ref}/durations", dependencies=read, response_model=list[Durations])
+    def get_durations(ref: str, bins: int = Query(20, ge=1, le=200)):
+        """Per work of the workflow: its finished jobs' run times (summary and histogram)."""
+        with ctx.db.session() as s:
+            wf = queries.resolve_workflow(s, ref)
+            works = s.scalars(select(WorkRecord).where(WorkRecord.workflow_id == wf.id)
+                              .order_by(WorkRecord.submitted_at, WorkRecord.id)).all()
+            return queries.durations(s, list(works), bins)
+
     @api.get("/works", dependencies=read, response_model=list[WorkOut])
-    def list_works(workflow_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                   offset: int = Query(0, ge=0)):
+    def list_works(workflow_id: str | None = Query(None, max_length=64), limit: int = Query(100, ge=1, le=1000),
+                   offset: int = Query(0, ge=0, le=MAX_OFFSET)):
         with ctx.db.session() as s:
             q = select(WorkRecord).order_by(WorkRecord.submitted_at.desc().nulls_last(), WorkRecord.id)
             if workflow_id:
@@ -111,17 +187,50 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return queries.work_detail(s, queries.resolve_work(s, ref))
 
     @api.get("/jobs", dependencies=read, response_model=list[JobOut])
-    def list_jobs(work_id: str | None = None, workflow_id: str | None = None, status_: str | None = Query(
-            None, alias="status"), limit: int = Query(200, ge=1, le=5000), offset: int = Query(0, ge=0)):
+    def list_jobs(response: Response, work_id: str | None = Query(None, max_length=64),
+                  workflow_id: str | None = Query(None, max_length=64),
+                  status_: str | None = Query(None, alias="status", description="statuses, comma-separated"),
+                  worker: str | None = Query(None, max_length=255, description="the worker that ran them"),
+                  q: str | None = Query(None, max_length=255,
+                                        description="text in the job key, arguments or error (any case)"),
+                  sort: str = Query("id", description="id, status, attempt, worker, job_key, submitted_at, "
+                                                      "started_at, finished_at or duration; -name: descending"),
+                  limit: int = Query(200, ge=1, le=5000), offset: int = Query(0, ge=0, le=MAX_OFFSET)):
+        """Jobs filtered, sorted and paged; the ``X-Total-Count`` header says how many match in all."""
+        if sort.lstrip("-") not in queries.JOB_SORTS:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"sort={sort!r} is not one of {', '.join(queries.JOB_SORTS)} (prefix - to reverse)")
+        statuses = _statuses(status_, JOB_STATUSES)
         with ctx.db.session() as s:
-            q = select(JobRecord).order_by(JobRecord.id)
+            query = select(JobRecord)
             if work_id:
-                q = q.where(JobRecord.work_id == queries.resolve_work(s, work_id).id)
+                query = query.where(JobRecord.work_id == queries.resolve_work(s, work_id).id)
             if workflow_id:
-                q = q.where(JobRecord.workflow_id == queries.resolve_workflow(s, workflow_id).id)
-            if status_:
-                q = q.where(JobRecord.status == status_)
-            return [queries.job_out(j) for j in s.scalars(q.limit(limit).offset(offset)).all()]
+                query = query.where(JobRecord.workflow_id == queries.resolve_workflow(s, workflow_id).id)
+            query = queries.job_filter(query, statuses=statuses, worker=worker, text=q)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            response.headers["X-Total-Count"] = str(total)
+            rows = s.scalars(queries.job_sort(query, sort).limit(limit).offset(offset)).all()
+            return [queries.job_out(j) for j in rows]
+
+    @api.get("/workers", dependencies=read, response_model=list[WorkerOut])
+    def list_workers(state: str | None = Query(None, description="alive, stopped or lost"),
+                     queue: str | None = Query(None, max_length=255)):
+        """Every worker that reported itself: its queue, slots, running and prefetched jobs, last heartbeat."""
+        if state:
+            _statuses(state, WORKER_STATES, "state")
+        with ctx.db.session() as s:
+            return queries.workers(s, state, queue)
+
+    @api.get("/timeline", dependencies=read, response_model=Timeline)
+    def get_timeline(workflow_id: str | None = Query(None, max_length=64), work_id: str | None = Query(
+            None, max_length=64), since: float | None = Query(None, ge=0, le=1e11),
+                     until: float | None = Query(None, ge=0, le=1e11), limit: int = Query(5000, ge=1, le=50000)):
+        """Started jobs with their worker, start and end (a task stream), oldest start first."""
+        with ctx.db.session() as s:
+            wf = queries.resolve_workflow(s, workflow_id).id if workflow_id else None
+            work = queries.resolve_work(s, work_id).id if work_id else None
+            return queries.timeline(s, wf, work, since, until, limit)
 
     @api.get("/jobs/{ref}", dependencies=read, response_model=JobOut)
     def get_job(ref: str):
@@ -129,7 +238,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return queries.job_out(queries.resolve_job(s, ref))
 
     @api.get("/jobs/{ref}/log", dependencies=read, response_model=JobLog)
-    def get_job_log(ref: str, tail: int = Query(200, ge=0, le=100000)):
+    def get_job_log(ref: str, tail: int = Query(200, ge=0, le=100000, description="last N lines; 0: all")):
         with ctx.db.session() as s:
             return queries.job_log(s, queries.resolve_job(s, ref), tail)
 
@@ -208,6 +317,7 @@ def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
             job.finished_at = now
             job.updated_at = now
             ended.append((job.workflow_id, job.work_id, job.job_key, job.attempt))
+        states.refresh(s, workflow_ids=[wf.id], now=now)
         workflow_id = wf.id
     ctx.bus.broadcast(CONTROL_TOPIC, Control(action=CANCEL, workflow_id=workflow_id,
                                              reason="cancelled through the server").encode(ctx.secret))

@@ -9,6 +9,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
 FINISHED, FAILED, SUBFINISHED, CANCELLED, UNKNOWN = "finished", "failed", "subfinished", "cancelled", "unknown"
+#: a worker record's states: sending heartbeats, stopped cleanly, or silent past heartbeat_timeout
+WORKER_ALIVE, WORKER_STOPPED, WORKER_LOST = "alive", "stopped", "lost"
 JOB_TERMINAL = frozenset({FINISHED, FAILED, CANCELLED})
 WORK_TERMINAL = frozenset({FINISHED, FAILED, SUBFINISHED, CANCELLED})
 ID = String(64)
@@ -88,6 +90,24 @@ class JobRecord(Base):
     updated_at: Mapped[float] = mapped_column(Float, default=0.0)
 
     work: Mapped[WorkRecord] = relationship(back_populates="jobs")
+
+
+class WorkerRecord(Base):
+    """One worker process as it reports itself (``worker_heartbeat`` / ``worker_stopped`` events)."""
+
+    __tablename__ = "iwf_workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255), default="")
+    slots: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default=WORKER_ALIVE)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    served: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class WorkEdge(Base):

@@ -22,8 +22,22 @@ from iworkflow.errors import ErrorInfo, JobLostError
 from iworkflow.messages import RETRY, Control, JobMetrics, ResultPayload, results_destination
 from iworkflow.runner import result_message
 
+from . import states
 from .db import Database
-from .models import FAILED, QUEUED, RETRYING, RUNNING, WORK_TERMINAL, JobRecord, WorkflowRecord, WorkRecord
+from .models import (
+    FAILED,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    WORK_TERMINAL,
+    WORKER_ALIVE,
+    WORKER_LOST,
+    JobRecord,
+    WorkerRecord,
+    WorkflowRecord,
+    WorkRecord,
+)
+from .recorder import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +128,12 @@ class Monitor:
                 action = self._check(session, job, work, now)
                 if action is not None:
                     actions.append(action)
+                    log_event(session, f"job_{action.kind}", work.id, job.job_key, action.attempt, now,
+                              workflow_id=job.workflow_id, worker=job.worker, message=action.reason)
+            failed = [a.work_id for a in actions if a.kind == "failed"]
+            if failed:
+                states.refresh(session, failed, now=now)
+            self._silent_workers(session, now)
         for action in actions:
             if action.message is not None:
                 self.bus.publish(action.destination, action.message)
@@ -121,6 +141,15 @@ class Monitor:
             log("monitor %s job %s of work %s (attempt %d): %s", action.kind, action.job_key, action.work_id,
                 action.attempt, action.reason)
         return actions
+
+    def _silent_workers(self, session: Session, now: float) -> None:
+        """A worker that stopped reporting for ``heartbeat_timeout`` without saying it stopped is lost."""
+        for worker in session.scalars(select(WorkerRecord).where(
+                WorkerRecord.state == WORKER_ALIVE,
+                WorkerRecord.last_heartbeat < now - self.policy.heartbeat_timeout)).all():
+            worker.state = WORKER_LOST
+            worker.updated_at = now
+            logger.warning("worker %s is lost: no report for %.0fs", worker.name, now - (worker.last_heartbeat or 0))
 
     def _watched(self, job: JobRecord, work: WorkRecord) -> bool:
         executor = (work.executor or "").split("://", 1)[0]

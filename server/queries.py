@@ -6,8 +6,23 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import EventRecord, JobRecord, WorkEdge, WorkflowRecord, WorkRecord
-from .schemas import Counts, Dag, Edge, EventOut, JobLog, JobOut, WorkDetail, WorkflowDetail, WorkflowOut, WorkOut
+from .models import EventRecord, JobRecord, WorkEdge, WorkerRecord, WorkflowRecord, WorkRecord
+from .schemas import (
+    Counts,
+    Dag,
+    Durations,
+    Edge,
+    EventOut,
+    JobLog,
+    JobOut,
+    Timeline,
+    TimelineJob,
+    WorkDetail,
+    WorkerOut,
+    WorkflowDetail,
+    WorkflowOut,
+    WorkOut,
+)
 
 MIN_PREFIX = 4
 
@@ -109,10 +124,15 @@ def workflow_out(session: Session, wf: WorkflowRecord, counts: Counts | None = N
     return out
 
 
-def list_workflows(session: Session, status: str | None, limit: int, offset: int) -> list[WorkflowOut]:
+def list_workflows(session: Session, statuses: list[str], limit: int, offset: int, name: str | None = None,
+                   parent_id: str | None = None) -> list[WorkflowOut]:
     q = select(WorkflowRecord).order_by(WorkflowRecord.submitted_at.desc().nulls_last(), WorkflowRecord.id)
-    if status:
-        q = q.where(WorkflowRecord.status == status)
+    if statuses:
+        q = q.where(WorkflowRecord.status.in_(statuses))
+    if name is not None:
+        q = q.where(WorkflowRecord.name == name)
+    if parent_id is not None:
+        q = q.where(WorkflowRecord.parent_id == parent_id)
     wfs = session.scalars(q.limit(limit).offset(offset)).all()
     counts = workflow_counts(session, [w.id for w in wfs])
     n_works = dict(session.execute(select(WorkRecord.workflow_id, func.count())
@@ -185,3 +205,97 @@ def job_log(session: Session, job: JobRecord, tail: int = 200) -> JobLog:
     text = "\n".join(lines[-tail:] if tail else lines)
     return JobLog(job=job_out(job), error=job.error, traceback=job.traceback, output=job.output,
                   events=[EventOut.model_validate(e) for e in events], text=text)
+
+
+#: how GET /api/jobs may sort (a leading "-" sorts descending)
+JOB_SORTS = {"id": JobRecord.id, "status": JobRecord.status, "attempt": JobRecord.attempt,
+             "worker": JobRecord.worker, "job_key": JobRecord.job_key, "submitted_at": JobRecord.submitted_at,
+             "started_at": JobRecord.started_at, "finished_at": JobRecord.finished_at,
+             "duration": JobRecord.finished_at - JobRecord.started_at}
+
+
+def job_filter(query, *, statuses: list[str] | None = None, worker: str | None = None, text: str | None = None):
+    """Jobs in any of ``statuses``, run by ``worker``, whose key, arguments or error contain ``text``."""
+    if statuses:
+        query = query.where(JobRecord.status.in_(statuses))
+    if worker:
+        query = query.where(JobRecord.worker == worker)
+    if text:
+        needle = text.lower()
+        query = query.where(func.lower(JobRecord.job_key).contains(needle, autoescape=True)
+                            | func.lower(JobRecord.args).contains(needle, autoescape=True)
+                            | func.lower(JobRecord.error).contains(needle, autoescape=True))
+    return query
+
+
+def job_sort(query, sort: str):
+    key = sort.lstrip("-")
+    column = JOB_SORTS[key]
+    ordered = column.desc().nulls_last() if sort.startswith("-") else column.asc().nulls_last()
+    return query.order_by(ordered, JobRecord.id)
+
+
+def workers(session: Session, state: str | None = None, queue: str | None = None) -> list[WorkerOut]:
+    q = select(WorkerRecord).order_by(WorkerRecord.state, WorkerRecord.name)
+    if state:
+        q = q.where(WorkerRecord.state == state)
+    if queue:
+        q = q.where(WorkerRecord.queue == queue)
+    rows = session.scalars(q).all()
+    running = dict(session.execute(select(JobRecord.worker, func.count()).where(
+        JobRecord.status == "running", JobRecord.worker.in_([w.name for w in rows]))
+        .group_by(JobRecord.worker)).all()) if rows else {}
+    out = []
+    for w in rows:
+        o = WorkerOut.model_validate(w)
+        o.running_jobs = running.get(w.name, 0)
+        out.append(o)
+    return out
+
+
+def timeline(session: Session, workflow_id: str | None, work_id: str | None, since: float | None,
+             until: float | None, limit: int) -> Timeline:
+    q = (select(JobRecord, WorkRecord.name).join(WorkRecord, JobRecord.work_id == WorkRecord.id)
+         .where(JobRecord.started_at.is_not(None)).order_by(JobRecord.started_at, JobRecord.id))
+    if workflow_id:
+        q = q.where(JobRecord.workflow_id == workflow_id)
+    if work_id:
+        q = q.where(JobRecord.work_id == work_id)
+    if since is not None:
+        q = q.where((JobRecord.finished_at.is_(None)) | (JobRecord.finished_at >= since))
+    if until is not None:
+        q = q.where(JobRecord.started_at <= until)
+    rows = session.execute(q.limit(limit + 1)).all()
+    jobs = [TimelineJob(id=j.id, work_id=j.work_id, work_name=name, workflow_id=j.workflow_id, job_key=j.job_key,
+                        worker=j.worker, status=j.status, attempt=j.attempt, started_at=j.started_at,
+                        finished_at=j.finished_at if j.status in ("finished", "failed", "cancelled") else None)
+            for j, name in rows[:limit]]
+    return Timeline(workers=sorted({j.worker for j in jobs if j.worker}), jobs=jobs, truncated=len(rows) > limit)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    pos = q * (len(values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def durations(session: Session, works: list[WorkRecord], bins: int) -> list[Durations]:
+    """Per work: its finished jobs' run times, summarised and binned into ``bins`` equal-width bins."""
+    out = []
+    for work in works:
+        values = sorted(max(0.0, end - start) for start, end in session.execute(
+            select(JobRecord.started_at, JobRecord.finished_at).where(
+                JobRecord.work_id == work.id, JobRecord.status == "finished", JobRecord.cached.is_(False),
+                JobRecord.started_at.is_not(None), JobRecord.finished_at.is_not(None))).all())
+        d = Durations(work_id=work.id, name=work.name, count=len(values))
+        if values:
+            d.min, d.max, d.mean = values[0], values[-1], sum(values) / len(values)
+            d.p50, d.p90 = _quantile(values, 0.5), _quantile(values, 0.9)
+            width = (values[-1] - values[0]) / bins or 1.0
+            d.edges = [values[0] + i * width for i in range(bins + 1)]
+            d.counts = [0] * bins
+            for v in values:
+                d.counts[min(bins - 1, int((v - values[0]) / width))] += 1
+        out.append(d)
+    return out

@@ -25,16 +25,22 @@ from iworkflow.bus.base import Bus, Delivery, Subscription
 from iworkflow.errors import InvalidMessage
 from iworkflow.messages import EVENTS_TOPIC, Event, decode_events
 
+from . import states
 from .db import Database
 from .models import (
     CANCELLED,
+    FAILED,
+    FINISHED,
     JOB_TERMINAL,
     QUEUED,
     RUNNING,
     UNKNOWN,
+    WORKER_ALIVE,
+    WORKER_STOPPED,
     EventRecord,
     JobRecord,
     WorkEdge,
+    WorkerRecord,
     WorkflowRecord,
     WorkRecord,
 )
@@ -42,6 +48,9 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 JOB_EVENTS = ("job_started", "job_heartbeat", "job_finished", "job_failed")
+WORKER_EVENTS = ("worker_heartbeat", "worker_stopped")
+#: a job failure of this type means the job was cancelled, not that it failed
+CANCELLED_ERROR = "WorkCancelled"
 #: the name of the server's durable copy of the events topic (servers sharing a prefix share the queue)
 DURABLE_NAME = "server"
 TEXT_LIMIT = 16000
@@ -103,11 +112,39 @@ def _job(session: Session, work: WorkRecord, key: str, now: float) -> JobRecord:
     return job
 
 
+def touched(session: Session) -> tuple[set[str], set[str]]:
+    """The works and workflows whose statuses this session's events may have changed (see ``states.refresh``)."""
+    return session.info.setdefault("iwf_works", set()), session.info.setdefault("iwf_workflows", set())
+
+
+def _touch(session: Session, work_id: str | None = None, workflow_id: str | None = None) -> None:
+    works, workflows = touched(session)
+    if work_id:
+        works.add(work_id)
+    if workflow_id:
+        workflows.add(workflow_id)
+
+
+def log_event(session: Session, type_: str, work_id: str | None, job_key: str | None, attempt: int, ts: float,
+              workflow_id: str | None = None, worker: str | None = None, message: str | None = None) -> bool:
+    """Add one line to a job's history (once: the same line twice is one), for lines no event carries as such
+    (a heartbeat that started a job, the monitor's lost and retry decisions)."""
+    key = json.dumps([type_, work_id, job_key, attempt, ts, worker], default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
+        return False
+    session.add(EventRecord(digest=digest, type=type_, workflow_id=workflow_id, work_id=work_id, job_key=job_key,
+                            attempt=attempt, ts=ts, worker=_clip(worker, 255), message=_clip(message, 2000)))
+    return True
+
+
 def apply_event(session: Session, event: Event, now: float | None = None) -> bool:
     """Write one event; returns False when it was already recorded (or carries nothing to record)."""
     now = time.time() if now is None else now
     if event.type == "job_heartbeat":
         return _heartbeat(session, event, now)
+    if event.type in WORKER_EVENTS:
+        return _worker(session, event, now)
     digest = event_digest(event)
     if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
         return False
@@ -145,7 +182,8 @@ def _workflow_finished(session: Session, event: Event, now: float) -> None:
         return
     data = event.data or {}
     if wf.status != CANCELLED:
-        wf.status = str(data.get("status") or "finished")
+        wf.status = str(data.get("status") or "finished")[:16]
+    _touch(session, workflow_id=wf.id)
     wf.error = wf.error or _clip(data.get("error"))
     wf.finished_at = _max(wf.finished_at, event.ts)
     wf.updated_at = now
@@ -168,6 +206,7 @@ def _work_submitted(session: Session, event: Event, now: float) -> None:
         work.status = RUNNING
     jobs = data.get("jobs") or []
     work.n_jobs = max(work.n_jobs or 0, len(jobs))
+    _touch(session, work.id, work.workflow_id)
     work.updated_at = now
     for spec in jobs:
         key = str(spec.get("key"))
@@ -186,7 +225,8 @@ def _work_finished(session: Session, event: Event, now: float) -> None:
         return
     work = _work(session, event.work_id, event.workflow_id, now)
     if work.status != CANCELLED:
-        work.status = str((event.data or {}).get("status") or "finished")
+        work.status = str((event.data or {}).get("status") or "finished")[:16]
+    _touch(session, work.id, work.workflow_id)
     work.finished_at = _max(work.finished_at, event.ts)
     work.updated_at = now
 
@@ -221,13 +261,24 @@ def _job_started(session: Session, event: Event, now: float) -> None:
 
 
 def _heartbeat(session: Session, event: Event, now: float) -> bool:
-    """A heartbeat names the process holding the job (a worker), which is who gets blamed if it stops."""
+    """A heartbeat names the worker running the job, which is who gets blamed if it stops.  One with
+    ``running: false`` only says a worker holds the job (prefetched): it stays queued, and is not lost meanwhile."""
     job = _job_for(session, event, now)
     if job is None or event.attempt < job.attempt:
         return False
+    data = event.data or {}
+    worker = _clip(data.get("worker"), 255)
+    if data.get("running", True) is False:
+        if job.status == QUEUED:
+            job.last_seen = _max(job.last_seen, event.ts)
+            job.updated_at = now
+        return True
     if job.status not in JOB_TERMINAL and (job.status != RUNNING or event.attempt > job.attempt):
-        _job_started(session, event, now)
-    worker = _clip((event.data or {}).get("worker"), 255)
+        start = _number(data.get("start")) or event.ts
+        _job_started(session, Event("job_started", event.workflow_id, event.work_id, event.job_key, event.attempt,
+                                    start, {"worker": worker}), now)
+        log_event(session, "job_started", event.work_id, str(event.job_key), event.attempt, start,
+                  workflow_id=job.workflow_id, worker=worker)
     if worker and job.status not in JOB_TERMINAL:
         job.worker = worker
     job.heartbeats = True
@@ -236,12 +287,56 @@ def _heartbeat(session: Session, event: Event, now: float) -> bool:
     return True
 
 
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number == number and abs(number) < 1e12 else None
+
+
+def _worker(session: Session, event: Event, now: float) -> bool:
+    """A worker's own report: alive (with its queue, slots and counts), or stopped cleanly."""
+    data = event.data or {}
+    name = _clip(data.get("worker"), 255)
+    if not name:
+        return False
+    record = session.get(WorkerRecord, name)
+    if record is None:
+        record = WorkerRecord(name=name, queue="", slots=0, state=WORKER_ALIVE, running=0, held=0, served=0,
+                              updated_at=now)
+        session.add(record)
+    if record.last_heartbeat is not None and event.ts < record.last_heartbeat:
+        return False  # an older report, delivered late
+    record.queue = _clip(data.get("queue"), 255) or record.queue
+    record.slots = int(_number(data.get("slots")) or record.slots or 0)
+    record.running = int(_number(data.get("running")) or 0)
+    record.held = int(_number(data.get("held")) or 0)
+    record.served = int(_number(data.get("served")) or 0)
+    record.started_at = _number(data.get("started")) or record.started_at
+    record.last_heartbeat = event.ts
+    record.state = WORKER_STOPPED if event.type == "worker_stopped" else WORKER_ALIVE
+    record.stopped_at = event.ts if record.state == WORKER_STOPPED else None
+    record.updated_at = now
+    session.flush()
+    return True
+
+
 def _job_ended(session: Session, event: Event, now: float) -> None:
+    """The first end of a job wins; a success clears the errors of earlier attempts (their history stays in the
+    events), and a failure because the work was cancelled reads as cancelled."""
     job = _job_for(session, event, now)
     if job is None or job.status in JOB_TERMINAL:
         return
+    _touch(session, job.work_id, job.workflow_id)
     data = event.data or {}
-    job.status = "finished" if event.type == "job_finished" else "failed"
+    error = _clip(data.get("error"))
+    if event.type == "job_finished":
+        job.status = FINISHED
+    elif error and CANCELLED_ERROR in error.split(":", 1)[0]:
+        job.status = CANCELLED
+    else:
+        job.status = FAILED
     job.attempt = max(job.attempt, event.attempt)
     job.worker = _clip(data.get("worker"), 255) or job.worker
     start = data.get("start")
@@ -251,9 +346,11 @@ def _job_ended(session: Session, event: Event, now: float) -> None:
     job.retry_at = None
     job.requeued = False
     if event.type == "job_failed":
-        job.error = _clip(data.get("error")) or "job failed"
+        job.error = error or "job failed"
         job.traceback = _clip(data.get("traceback"))
-        job.output = _clip(data.get("output"))
+    else:
+        job.error = job.traceback = None
+    job.output = _clip(data.get("output"))
     if data.get("result_ref"):
         job.result_ref = _clip(data["result_ref"], 1024)
     job.cached = bool(data.get("cached"))
@@ -360,6 +457,8 @@ class Recorder:
         try:
             with self.db.session() as session, session.begin():
                 written = sum(apply_event(session, event) for event in events)
+                works, workflows = touched(session)
+                states.refresh(session, works, workflows, time.time())
             self.recorded += written
             return
         except Exception:
@@ -368,6 +467,8 @@ class Recorder:
             try:
                 with self.db.session() as session, session.begin():
                     self.recorded += apply_event(session, event)
+                    works, workflows = touched(session)
+                    states.refresh(session, works, workflows, time.time())
             except Exception:
                 logger.exception("event %s for %s/%s could not be recorded", event.type, event.work_id,
                                  event.job_key)

@@ -121,3 +121,60 @@ class SourceStored(BaseModel):
     digest: str
     size: int
     created: bool
+
+
+class WorkerOut(BaseModel):
+    """A worker as it last reported itself; ``running_jobs``: jobs the server records as running on it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    queue: str
+    slots: int
+    state: str
+    running: int
+    held: int
+    served: int
+    started_at: float | None = None
+    last_heartbeat: float | None = None
+    stopped_at: float | None = None
+    running_jobs: int = 0
+
+
+class TimelineJob(BaseModel):
+    """One job's run on a worker: from its start to its end (None while running)."""
+
+    id: int
+    work_id: str
+    work_name: str
+    workflow_id: str | None = None
+    job_key: str
+    worker: str | None = None
+    status: str
+    attempt: int
+    started_at: float
+    finished_at: float | None = None
+
+
+class Timeline(BaseModel):
+    """Jobs per worker over time (a task stream); ``truncated`` when more jobs matched than ``limit``."""
+
+    workers: list[str]
+    jobs: list[TimelineJob]
+    truncated: bool = False
+
+
+class Durations(BaseModel):
+    """The run times (seconds) of a work's finished jobs: summary numbers and a histogram."""
+
+    work_id: str
+    name: str
+    count: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    #: ``len(counts) + 1`` bin edges
+    edges: list[float] = Field(default_factory=list)
+    counts: list[int] = Field(default_factory=list)

@@ -26,17 +26,21 @@ from iworkflow.worker.state import (
     Heartbeat,
     HolderSeen,
     JobInfo,
+    JobStarted,
     Malformed,
     NoticeSent,
     Notify,
     NotifyDone,
+    ReportWorker,
     Requeue,
     Run,
     SetPrefetch,
     Stop,
     Stopping,
     Tick,
+    WorkerStarted,
     WorkerState,
+    WorkerStopped,
 )
 
 NOW = 1_800_000_000.0
@@ -56,6 +60,8 @@ def summary(instructions) -> list[tuple]:
     """Instructions as comparable tuples: the kind and what identifies it."""
     out = []
     for i in instructions:
+        if isinstance(i, ReportWorker):
+            continue  # the worker's own reports have tests of their own
         if isinstance(i, (Ack, Requeue)):
             out.append((type(i).__name__, *i.tokens))
         elif isinstance(i, DeadLetter):
@@ -140,8 +146,11 @@ FIRST = [("Heartbeat", "id-a", "accepted"), ("Run", "t-a"), ("Announce", "id-a")
     pytest.param([ConsumerChanged("jobs.q", "recovering"), ConsumerChanged("jobs.q", "consuming"),
                   ConsumerChanged("jobs.q", "lost", "access refused")], [[], [], [("Exit",)]],
                  id="a lost job consumer stops the worker"),
-    pytest.param([delivered(), Tick(NOW + 5)], [FIRST, [("Heartbeat", "id-a", "running")]],
-                 id="running jobs heartbeat every tick"),
+    pytest.param([delivered(), Tick(NOW + 5)], [FIRST, []],
+                 id="a job waiting for a runner is not heartbeated as running"),
+    pytest.param([delivered(), JobStarted("id-a", NOW + 1), Tick(NOW + 5)],
+                 [FIRST, [("Heartbeat", "id-a", "running")], [("Heartbeat", "id-a", "running")]],
+                 id="a job a runner started heartbeats at once and every tick"),
 ])
 def test_the_worker_state_machine(events, expected):
     assert run(events) == expected
@@ -215,3 +224,24 @@ def test_what_a_worker_remembers_is_bounded():
         state.handle(delivered(str(i)))
         state.handle(Finished(f"id-{i}", "done", NOW))
     assert len(state.ran) == 100 and not state.held
+
+
+def test_heartbeats_of_started_jobs_carry_the_start_time():
+    state = WorkerState("me", slots=1)
+    state.handle(delivered())
+    (beat,) = state.handle(JobStarted("id-a", NOW + 2))
+    assert beat == Heartbeat((job(),), starts=(NOW + 2,))
+    later = [i for i in state.handle(Tick(NOW + 5)) if isinstance(i, Heartbeat)]
+    assert later == [Heartbeat((job(),), starts=(NOW + 2,))]
+
+
+def test_the_worker_reports_itself_with_running_and_held_counts():
+    state = WorkerState("me", slots=2)
+    assert state.handle(WorkerStarted(NOW)) == [ReportWorker("worker_heartbeat", 0, 0, 0, NOW)]
+    state.handle(delivered("a"))
+    state.handle(delivered("b"))
+    state.handle(JobStarted("id-a", NOW + 1))
+    assert state.handle(Tick(NOW + 5))[0] == ReportWorker("worker_heartbeat", running=1, held=1, served=0,
+                                                          started_at=NOW)
+    state.handle(Finished("id-a", "done", NOW + 6))
+    assert state.handle(WorkerStopped(NOW + 7)) == [ReportWorker("worker_stopped", 0, 1, 1, NOW)]

@@ -56,17 +56,21 @@ from .state import (
     Heartbeat,
     HolderSeen,
     JobInfo,
+    JobStarted,
     Malformed,
     Notify,
     NotifyDone,
     NoticeSent,
+    ReportWorker,
     Requeue,
     Run,
     SetPrefetch,
     Stop,
     Stopping,
     Tick,
+    WorkerStarted,
     WorkerState,
+    WorkerStopped,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,9 +99,11 @@ class Worker:
         self.state = WorkerState(self.name, self.slots, max_attempt=settings.max_attempt,
                                  heartbeat_interval=settings.heartbeat_interval, job_max_age=settings.job_max_age,
                                  clock_skew=settings.clock_skew)
-        # the heartbeat sent when a job is accepted stands for its job_started event
-        self.jobs = LocalExecutor(settings, bus, slots=self.slots, started_events=False)
-        self.drivers = LocalExecutor(settings, bus, slots=self.driver_slots, started_events=False)
+        # the heartbeat sent when a runner starts a job stands for its job_started event
+        self.jobs = LocalExecutor(settings, bus, slots=self.slots, started_events=False, worker_name=self.name,
+                                  on_start=self._runner_started)
+        self.drivers = LocalExecutor(settings, bus, slots=self.driver_slots, started_events=False,
+                                     worker_name=self.name, on_start=self._runner_started)
         #: serves the large results its jobs stored, and fetches the source trees of jobs from their drivers
         self.blobs = worker_blobs(settings, bus)
         self.jobs.runner_env = self.drivers.runner_env = {result_store.BLOBS_ENV: self.blobs.destination}
@@ -133,6 +139,7 @@ class Worker:
         self._subs[jobs] = self.bus.consume(jobs, self._on_job, prefetch=self.state.prefetch)
         self.blobs.start()
         threading.Thread(target=self._tick_loop, name="iworkflow-worker-heartbeat", daemon=True).start()
+        self._feed(WorkerStarted(time.time()))
         logger.info("worker %s serving %s with %d slot(s) (+%d for drivers)", self.name, jobs, self.slots,
                     self.driver_slots)
 
@@ -158,6 +165,7 @@ class Worker:
                 self._idle.wait(0.5 if remaining is None else min(0.5, remaining))
         self.jobs.shutdown(wait=True)
         self.drivers.shutdown(wait=True)
+        self._feed(WorkerStopped(time.time()))
         self.events.close()
         self.notices.close()
         self.sources.close()
@@ -230,6 +238,9 @@ class Worker:
             return
         self._feed(Delivered(delivery, job, delivery.delivery_count, time.time(), DRIVERS))
 
+    def _runner_started(self, job: Job, at: float) -> None:
+        self._feed(JobStarted(job.id, at))
+
     def _on_control(self, delivery: Delivery) -> None:
         try:
             env = decode(delivery.body, self.secret)
@@ -297,6 +308,7 @@ class Worker:
     def _do_Fail(self, i: Fail) -> None:
         """Publish the failure result; settle the deliveries once the broker has it (else they go back)."""
         logger.warning("worker %s: %s", self.name, i.error)
+        self._report_failure(i.job, i.error)
         body = failure_message(i.tokens[0].body, i.error, self.secret)
         self._publish_then(results_destination(i.job.work_id, i.job.reply_to), body, i.tokens,
                            dead=i.dead)
@@ -375,23 +387,33 @@ class Worker:
                 return
         if future.cancel():
             return  # Finished(cancelled) fails it as cancelled
+        self._report_failure(i.job, i.error)
         self.bus.publish_many_async(results_destination(i.job.work_id, i.job.reply_to),
                                     [failure_message(i.token.body, i.error, self.secret)])
         killed = self.jobs.kill_running({i.job.id}) + self.drivers.kill_running({i.job.id})
         logger.warning("worker %s stopped %d running job(s) of a cancelled workflow", self.name, killed)
 
+    def _report_failure(self, job: JobInfo, error: BaseException) -> None:
+        """A job this worker ends itself (refused, cancelled, stopped): the server records why."""
+        now = time.time()
+        self.events.add(Event("job_failed", job.workflow_id, job.work_id, job.job_key, job.attempt, data={
+            "worker": self.name, "start": now, "end": now, "error": f"{type(error).__name__}: {error}"}))
+
     def _do_Heartbeat(self, i: Heartbeat) -> None:
-        for job in i.jobs:
-            if not i.accepted:
-                with self._lock:
-                    future = self._futures.get(job.id)
-                if future is None or not future.running():
-                    continue
-            event = Event("job_heartbeat", job.workflow_id, job.work_id, job.job_key, job.attempt,
-                          data={"worker": self.name})
+        for job, start in zip(i.jobs, i.starts or (None,) * len(i.jobs)):
+            running = start is not None
+            data: dict[str, Any] = {"worker": self.name, "running": running}
+            if running:
+                data["start"] = start
+            event = Event("job_heartbeat", job.workflow_id, job.work_id, job.job_key, job.attempt, data=data)
             self.events.add(event)
-            if job.driver and not i.accepted:
+            if job.driver and running:
                 self.notices.add(event)  # a driver job's lease, for the other workers
+
+    def _do_ReportWorker(self, i: ReportWorker) -> None:
+        self.events.add(Event(i.kind, data={
+            "worker": self.name, "queue": self.queue, "slots": self.slots, "driver_slots": self.driver_slots,
+            "running": i.running, "held": i.held, "served": i.served, "started": i.started_at}))
 
     def _do_Announce(self, i: Announce) -> None:
         self.notices.add(Event("job_heartbeat", i.job.workflow_id, i.job.work_id, i.job.job_key, i.job.attempt,

@@ -130,6 +130,28 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class JobStarted:
+    """A runner process started this job (it was only held, prefetched, until now)."""
+
+    id: str
+    at: float
+
+
+@dataclass(frozen=True)
+class WorkerStarted:
+    """The worker is consuming: it reports itself to the server."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class WorkerStopped:
+    """The worker has settled every job and is about to exit."""
+
+    now: float
+
+
+@dataclass(frozen=True)
 class CancelRequested:
     workflow_id: str = ""
     work_id: str = ""
@@ -186,7 +208,8 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Fail:
-    """Publish a failure result saying ``error``, then settle the tokens (ack, or dead-letter when ``dead``)."""
+    """Publish a failure result saying ``error`` (and a ``job_failed`` event for the server), then settle the
+    tokens (ack, or dead-letter when ``dead``)."""
 
     tokens: tuple[Any, ...]
     job: JobInfo
@@ -211,7 +234,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Stop:
-    """Stop a running job: cancel it if it has not started, else publish ``error`` as its result and kill it."""
+    """Stop a running job: cancel it if it has not started, else publish ``error`` as its result (and as a
+    ``job_failed`` event) and kill it."""
 
     job: JobInfo
     token: Any
@@ -220,11 +244,23 @@ class Stop:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Heartbeats for the server (``accepted``: sent whether or not the runner started the job yet); driver
-    jobs' heartbeats also go on the holders topic, where they are the job's lease."""
+    """Heartbeats for the server: of jobs a runner started (``starts``: when), or of one just ``accepted`` (held
+    here, not running yet); running driver jobs' heartbeats also go on the holders topic, as their lease."""
 
     jobs: tuple[JobInfo, ...]
     accepted: bool = False
+    starts: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportWorker:
+    """Tell the server about this worker: ``worker_heartbeat`` (alive) or ``worker_stopped``."""
+
+    kind: str
+    running: int
+    held: int
+    served: int
+    started_at: float
 
 
 @dataclass(frozen=True)
@@ -261,7 +297,9 @@ class Exit:
 
 
 Instruction = (Ack | Requeue | DeadLetter | Fail | Forward | Run | Stop | Heartbeat | Announce | Notify | NotifyDone
-               | SetPrefetch | Exit)
+               | SetPrefetch | Exit | ReportWorker)
+
+WORKER_HEARTBEAT, WORKER_STOPPED = "worker_heartbeat", "worker_stopped"
 
 
 class Recent(OrderedDict):
@@ -289,6 +327,8 @@ class Held:
     driver: bool
     since: float
     phase: str = ANNOUNCING
+    #: when a runner started it (None: handed to the runners, still waiting behind other jobs)
+    started: float | None = None
 
 
 @dataclass
@@ -315,6 +355,7 @@ class WorkerState:
     jobs_per_message: float = 1.0
     prefetch: int = 0
     prefetch_reviewed: float = 0.0
+    started_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.prefetch = self.prefetch or self.slots * PREFETCH_MIN_PER_SLOT
@@ -499,11 +540,30 @@ class WorkerState:
         the job) and heard no other holder renew it in the last one."""
         return now - held.since >= self.lease_seconds and not self._other_holders(held.job, now - self.lease_seconds)
 
+    def _on_JobStarted(self, ev: JobStarted) -> list[Instruction]:
+        held = self.held.get(ev.id)
+        if held is None or held.phase != RUNNING or held.started is not None:
+            return []
+        held.started = ev.at
+        return [Heartbeat((held.job,), starts=(ev.at,))]
+
+    def _report(self, kind: str) -> ReportWorker:
+        started = [h for h in self.held.values() if h.started is not None]
+        return ReportWorker(kind, running=len(started), held=len(self.held) - len(started), served=self.served,
+                            started_at=self.started_at)
+
+    def _on_WorkerStarted(self, ev: WorkerStarted) -> list[Instruction]:
+        self.started_at = ev.now
+        return [self._report(WORKER_HEARTBEAT)]
+
+    def _on_WorkerStopped(self, ev: WorkerStopped) -> list[Instruction]:
+        return [self._report(WORKER_STOPPED)]
+
     def _on_Tick(self, ev: Tick) -> list[Instruction]:
-        out: list[Instruction] = []
-        running = tuple(h.job for h in self.held.values() if h.phase == RUNNING)
+        out: list[Instruction] = [self._report(WORKER_HEARTBEAT)]
+        running = [h for h in self.held.values() if h.phase == RUNNING and h.started is not None]
         if running:
-            out.append(Heartbeat(running))
+            out.append(Heartbeat(tuple(h.job for h in running), starts=tuple(h.started for h in running)))
         for held in [h for h in self.held.values() if h.phase == WAITING]:
             if self._lease_lapsed(held, ev.now):
                 logger.warning("worker %s starts driver job %s of work %s: its lease lapsed", self.name,

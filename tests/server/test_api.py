@@ -65,7 +65,7 @@ def test_workflow_dag_jobs_and_logs(db_url, make_server):
     wf_id = run_failing_workflow()
     c = httpx.Client(base_url=server.url, timeout=10)
     listing = wait_for(lambda: c.get("/api/workflows").json(),
-                       lambda v: v and v[0]["status"] == "finished" and v[0]["counts"]["total"] == 2)
+                       lambda v: v and v[0]["status"] == "subfinished" and v[0]["counts"]["total"] == 2)
     assert listing[0]["id"] == wf_id and listing[0]["name"] == "api-demo" and listing[0]["n_works"] == 2
     assert listing[0]["counts"]["finished"] == 1 and listing[0]["counts"]["failed"] == 1
 
@@ -130,7 +130,7 @@ def test_writes_need_the_token(server):
     assert c.put(f"/api/sources/{digest}", content=data, headers=auth("wrong")).status_code == 401
     assert c.put(f"/api/sources/{digest}", content=data, headers=auth(server)).status_code == 201
     r = c.post(f"/api/workflows/{wf_id}/cancel", headers=auth(server))
-    assert r.status_code == 200 and r.json() == {"workflow_id": wf_id, "status": "finished", "jobs_cancelled": 0}
+    assert r.status_code == 200 and r.json() == {"workflow_id": wf_id, "status": "subfinished", "jobs_cancelled": 0}
     assert c.get("/api/workflows").status_code == 200, "reads are open unless read_token_required"
 
 

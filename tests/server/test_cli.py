@@ -48,14 +48,14 @@ def run_two_step_workflow() -> str:
 def test_status_prints_the_tree_and_logs_show_the_error(server):
     wf_id = run_two_step_workflow()
     deadline = time.monotonic() + 10
-    while httpx.get(f"{server.url}/api/workflows/{wf_id}").json().get("status") != "finished":
+    while httpx.get(f"{server.url}/api/workflows/{wf_id}").json().get("status") != "subfinished":
         assert time.monotonic() < deadline
         time.sleep(0.05)
     server.flush()
 
     out = cli("status", wf_id[:8], "--server", server.url).stdout
     lines = out.splitlines()
-    assert lines[0].startswith(f"workflow cli-demo  {wf_id}  finished  (2 works, 5 jobs: 3 finished, 2 failed)")
+    assert lines[0].startswith(f"workflow cli-demo  {wf_id}  subfinished  (2 works, 5 jobs: 3 finished, 2 failed)")
     check_line = next(i for i, line in enumerate(lines) if " work check " in line)
     assert lines[check_line].startswith("├── work check ")
     assert lines[check_line].endswith("subfinished  4 jobs: 2 finished, 2 failed")

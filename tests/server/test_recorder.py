@@ -130,7 +130,7 @@ def test_live_recorder_ignores_rebroadcast_events(runtime, server):
     assert server.server.recorder.recorded == recorded
     assert snapshot(server.db) == before
     wf = dict(before["iwf_workflows"][0])
-    assert wf["name"] == "sample" and wf["status"] == "finished"
+    assert wf["name"] == "sample" and wf["status"] == "subfinished"
 
 
 def _ev(type_: str, attempt: int = 1, ts: float = 100.0, **data) -> Event:
