@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -37,6 +38,10 @@ KILLED_PIPES_WAIT = 5.0
 _functions: dict[tuple[int, str], Callable[..., Any]] = {}
 #: the captured output tail of the last job run with ``capture`` (reported with its success too)
 _last_output = ""
+#: how often a pool process reports the output of the job it runs (a live tail), when it printed something new
+LIVE_OUTPUT_SECONDS = 2.0
+#: the job running now with ``capture`` and its output tails (stdout, stderr), for the live tail
+_live: tuple[Envelope, "_Tail", "_Tail"] | None = None
 
 
 def _secret() -> bytes:
@@ -67,12 +72,15 @@ class _Tail(io.TextIOBase):
         self._passthrough = passthrough
         self._chunks: deque[str] = deque()
         self._size = 0
+        #: how many writes it took (the live tail reports only when this moved)
+        self.writes = 0
 
     def write(self, s: str) -> int:
         if self._passthrough is not None:
             self._passthrough.write(s)
         self._chunks.append(s)
         self._size += len(s)
+        self.writes += 1
         while self._size > OUTPUT_TAIL and len(self._chunks) > 1:
             self._size -= len(self._chunks.popleft())
         return len(s)
@@ -111,7 +119,7 @@ def error_info(exc: BaseException, output_tail: str = "") -> ErrorInfo:
 
 def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> ResultPayload:
     """Call the job's function in this process and capture its value or its exception."""
-    global _last_output
+    global _last_output, _live
     start = time.time()
     _last_output = ""
     tail = None
@@ -120,6 +128,7 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
         tail = _Tail(old_out)
         sys.stdout = tail
         sys.stderr = _Tail(old_err)
+        _live = (env, tail, sys.stderr)
     try:
         with source_version.using(payload.source), job_context.running(JobContext.of(env, payload, WORKER_NAME)):
             func = load_function(payload)
@@ -144,6 +153,7 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
     finally:
         if tail is not None:
             _last_output = tail.text() + sys.stderr.text()  # type: ignore[union-attr]
+            _live = None
         sys.stdout, sys.stderr = old_out, old_err
 
 
@@ -356,12 +366,17 @@ def serve() -> int:
     secret = _secret()
     events = os.environ.get("IWORKFLOW_POOL_EVENTS", "0")
     emit = None
+    lock = threading.Lock()  # frames come from this thread and the live-output thread
     if events in ("1", "end"):
 
         def emit(event: Event) -> None:
             if events == "end" and event.type == "job_started":
-                return  # the worker's heartbeat at accept already told the server who runs the job
-            write_frame(proto_out, EVENT, event.to_json())  # the parent signs and batches them
+                return  # the worker's heartbeat at start already told the server who runs the job
+            with lock:
+                write_frame(proto_out, EVENT, event.to_json())  # the parent signs and batches them
+
+        threading.Thread(target=_report_output, args=(proto_out, lock), daemon=True,
+                         name="iworkflow-live-output").start()
 
     reader = FrameReader(proto_in)
     while True:
@@ -375,13 +390,39 @@ def serve() -> int:
         except InvalidMessage as err:
             kind, answer = INVALID, str(err).encode()
         _end_forked_child()
-        write_frame(proto_out, kind, answer)
-        if processes.has_children():
-            proto_out.flush()  # the result goes out first: killing a stubborn tree may take a moment
+        children = processes.has_children()
+        with lock:
+            write_frame(proto_out, kind, answer)
+            if children:
+                proto_out.flush()  # the result goes out first: killing a stubborn tree may take a moment
+        if children:
             processes.kill_children()
             containers.remove_recorded(records, keep=True)
         if not reader.has_frame():
-            proto_out.flush()
+            with lock:
+                proto_out.flush()
+
+
+def _report_output(proto_out: BinaryIO, lock: threading.Lock) -> None:
+    """Every ``LIVE_OUTPUT_SECONDS``, send the running job's output tail as a ``job_output`` event if it grew."""
+    seen: tuple[int, int, int] | None = None
+    while True:
+        time.sleep(LIVE_OUTPUT_SECONDS)
+        live = _live
+        if live is None:
+            continue
+        env, out, err = live
+        mark = (id(out), out.writes, err.writes)
+        if mark == seen or not (out.writes or err.writes):
+            continue
+        seen = mark
+        event = _event("job_output", env, worker=WORKER_NAME, output=(out.text() + err.text())[-OUTPUT_TAIL:])
+        try:
+            with lock:
+                write_frame(proto_out, EVENT, event.to_json())
+                proto_out.flush()
+        except (OSError, ValueError):
+            return
 
 
 def once() -> int:

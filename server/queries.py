@@ -88,16 +88,28 @@ def resolve_work(session: Session, ref: str) -> WorkRecord:
 
 
 def resolve_job(session: Session, ref: str) -> JobRecord:
-    """A job by numeric id, ``work_id:job_key``, or a unique job-key prefix (at least 4 characters)."""
-    if ref.isdigit():
+    """A job by numeric id, ``work:key`` (each a full id or a unique prefix), a unique job-key prefix, or a work
+    (id or prefix) that has a single job; prefixes need at least 4 characters."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
         job = session.get(JobRecord, int(ref))
         if job is not None:
             return job
     if ":" in ref:
-        work_id, _, key = ref.partition(":")
-        job = session.scalar(select(JobRecord).where(JobRecord.work_id == work_id, JobRecord.job_key == key))
-        if job is not None:
-            return job
+        work_ref, _, key = ref.partition(":")
+        try:
+            work = resolve_work(session, work_ref)
+        except NotFound:
+            raise NotFound(f"no job {ref!r}: no work with id (or unique prefix) {work_ref!r}") from None
+        found = session.scalars(select(JobRecord).where(JobRecord.work_id == work.id,
+                                                        JobRecord.job_key.startswith(key, autoescape=True))
+                                .order_by(JobRecord.id).limit(3)).all()
+        exact = [j for j in found if j.job_key == key]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        if found:
+            raise NotFound(f"job key prefix {key!r} matches several jobs of work {work.id} (ids "
+                           f"{', '.join(str(j.id) for j in found)}, ...); give more characters")
+        raise NotFound(f"work {work.id} has no job with key {key!r}")
     if len(ref) >= MIN_PREFIX:
         found = session.scalars(select(JobRecord).where(JobRecord.job_key.startswith(ref, autoescape=True))
                                 .limit(3)).all()
@@ -106,6 +118,15 @@ def resolve_job(session: Session, ref: str) -> JobRecord:
         if len(found) > 1:
             raise NotFound(f"job key prefix {ref!r} matches several jobs (ids {', '.join(str(j.id) for j in found)}"
                            ", ...); use the numeric job id or work_id:job_key")
+        works = session.scalars(select(WorkRecord).where(WorkRecord.id.startswith(ref, autoescape=True))
+                                .limit(2)).all()
+        if len(works) == 1:
+            jobs = session.scalars(select(JobRecord).where(JobRecord.work_id == works[0].id).limit(2)).all()
+            if len(jobs) == 1:
+                return jobs[0]
+            if jobs:
+                raise NotFound(f"work {works[0].id} has several jobs: give work:job_key, the job key or its "
+                               "numeric id (`iworkflow status` lists them)")
     raise NotFound(f"no job {ref!r}; give a numeric job id, work_id:job_key, or a job-key prefix")
 
 
@@ -202,7 +223,8 @@ def job_log(session: Session, job: JobRecord, tail: int = 200) -> JobLog:
         lines += ["", job.traceback.rstrip()]
     if job.output:
         lines += ["", "captured output (tail):", job.output.rstrip()]
-    text = "\n".join(lines[-tail:] if tail else lines)
+    every_line = "\n".join(lines).splitlines()  # a traceback or an output tail is many lines
+    text = "\n".join(every_line[-tail:] if tail else every_line)
     return JobLog(job=job_out(job), error=job.error, traceback=job.traceback, output=job.output,
                   events=[EventOut.model_validate(e) for e in events], text=text)
 

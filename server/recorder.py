@@ -145,6 +145,8 @@ def apply_event(session: Session, event: Event, now: float | None = None) -> boo
         return _heartbeat(session, event, now)
     if event.type in WORKER_EVENTS:
         return _worker(session, event, now)
+    if event.type == "job_output":
+        return _output(session, event, now)
     digest = event_digest(event)
     if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
         return False
@@ -283,6 +285,16 @@ def _heartbeat(session: Session, event: Event, now: float) -> bool:
         job.worker = worker
     job.heartbeats = True
     job.last_seen = _max(job.last_seen, event.ts)
+    job.updated_at = now
+    return True
+
+
+def _output(session: Session, event: Event, now: float) -> bool:
+    """A running job's output tail so far (the live tail); its end event brings the final one."""
+    job = _job_for(session, event, now)
+    if job is None or job.status in JOB_TERMINAL or event.attempt < job.attempt:
+        return False
+    job.output = _clip((event.data or {}).get("output"))
     job.updated_at = now
     return True
 

@@ -68,39 +68,104 @@ def render_tree(detail: dict, jobs_by_work: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def status(
-    workflow_id: str | None = typer.Argument(None, help="workflow id (or a unique prefix); omit to list"),
-    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
-    limit: int = typer.Option(20, help="how many workflows to list"),
-) -> None:
-    """Print a workflow's tree (works, job counts, failed jobs with errors), or list recent workflows."""
-    client = Client(server)
+TERMINAL = ("finished", "subfinished", "failed", "cancelled")
+
+
+def _screen(client: Client, workflow_id: str | None, limit: int) -> tuple[list[str], bool]:
+    """What `status` prints now, and whether it can no longer change (the workflow ended)."""
     if workflow_id is None:
         rows = client.call("GET", f"/workflows?limit={limit}")
-        if not rows:
-            typer.echo("no workflows recorded")
-        for wf in rows:
-            typer.echo(f"{wf['id']}  {wf['status']:<11}  {_when(wf['submitted_at'])}  {wf['name']}  "
-                       f"({counts_text(wf['counts'])})")
-        return
+        lines = [f"{wf['id']}  {wf['status']:<11}  {_when(wf['submitted_at'])}  {wf['name']}  "
+                 f"({counts_text(wf['counts'])})" for wf in rows]
+        return lines or ["no workflows recorded"], False
     detail = client.call("GET", f"/workflows/{quote(workflow_id, safe='')}")
-    jobs = client.call("GET", f"/jobs?workflow_id={quote(detail['id'], safe='')}&status=failed&limit=5000")
-    jobs += client.call("GET", f"/jobs?workflow_id={quote(detail['id'], safe='')}&status=cancelled&limit=5000")
+    jobs = client.call("GET", f"/jobs?workflow_id={quote(detail['id'], safe='')}&status=failed,cancelled&limit=5000")
     by_work: dict[str, list[dict]] = {}
     for j in jobs:
         by_work.setdefault(j["work_id"], []).append(j)
-    for line in render_tree(detail, by_work):
-        typer.echo(line)
+    ended = detail["status"] in TERMINAL and all(w["status"] in TERMINAL for w in detail["works"])
+    return render_tree(detail, by_work), ended
+
+
+def status(
+    workflow_id: str | None = typer.Argument(None, help="workflow id (or a unique prefix); omit to list"),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    limit: int = typer.Option(20, min=1, max=1000, help="how many workflows to list"),
+    watch: bool = typer.Option(False, "--watch", "-w", help="redraw until the workflow ends (Ctrl-C stops)"),
+    interval: float = typer.Option(2.0, min=0.2, help="seconds between redraws with --watch"),
+) -> None:
+    """Print a workflow's tree (works, job counts, failed jobs with errors), or list recent workflows."""
+    import sys
+    import time
+
+    client = Client(server)
+    lines, ended = _screen(client, workflow_id, limit)
+    tty = sys.stdout.isatty()
+    typer.echo("\n".join(lines))
+    try:
+        while watch and not ended:
+            time.sleep(interval)
+            new, ended = _screen(client, workflow_id, limit)
+            if new == lines:
+                continue
+            if tty:
+                typer.echo("\x1b[H\x1b[2J", nl=False)  # redraw in place
+            elif lines:
+                typer.echo("")
+            lines = new
+            typer.echo("\n".join(lines))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def logs(
-    job: str = typer.Argument(..., help="job id, work_id:job_key, or a unique job-key prefix"),
+    job: str = typer.Argument(..., help="job id, a job-key prefix, work:key (prefixes as `status` prints them), or a "
+                                        "work with one job"),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
-    tail: int = typer.Option(200, help="last N lines (0 = all)"),
+    tail: int = typer.Option(200, min=0, help="print the last N lines (0 = all)"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events and output until the job "
+                                                              "ends"),
+    interval: float = typer.Option(1.0, min=0.2, help="seconds between polls with --follow"),
 ) -> None:
-    """Print a job's timeline, error, traceback and captured output tail."""
-    log = Client(server).call("GET", f"/jobs/{quote(job, safe='')}/log?tail={tail}")
+    """Print a job's timeline, error, traceback and captured output tail (live while it runs)."""
+    import time
+
+    client = Client(server)
+    log = client.call("GET", f"/jobs/{quote(job, safe='')}/log?tail={tail}")
     typer.echo(log["text"])
+    job_id = log["job"]["id"]
+    seen_events = len(log["events"])
+    output = log.get("output") or ""
+    try:
+        while follow and log["job"]["status"] not in ("finished", "failed", "cancelled"):
+            time.sleep(interval)
+            log = client.call("GET", f"/jobs/{job_id}/log?tail=1")
+            for e in log["events"][seen_events:]:
+                typer.echo(f"{_when(e['ts'])}  {e['type']:<13} attempt {e['attempt']}  {e.get('worker') or ''}  "
+                           f"{e.get('message') or ''}".rstrip())
+            seen_events = len(log["events"])
+            new = log.get("output") or ""
+            if new != output:
+                typer.echo(new[len(output):] if new.startswith(output) else new, nl=False)
+                output = new
+        if follow and log.get("error"):
+            typer.echo(f"error: {log['error']}")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def workers(
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    state: str | None = typer.Option(None, help="only alive, stopped or lost workers"),
+) -> None:
+    """List the workers that reported to the server: queue, slots, running and prefetched jobs, last heartbeat."""
+    query = f"?state={quote(state, safe='')}" if state else ""
+    rows = Client(server).call("GET", f"/workers{query}")
+    if not rows:
+        typer.echo("no workers reported")
+    for w in rows:
+        typer.echo(f"{w['name']}  {w['state']:<7}  queue {w['queue']}  slots {w['slots']}  running {w['running']}  "
+                   f"prefetched {w['held']}  served {w['served']}  last heartbeat {_when(w['last_heartbeat'])}")
 
 
 def cancel(

@@ -110,3 +110,56 @@ def test_server_command_serves_and_stops_on_sigterm(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def _ended(server, wf_id: str) -> None:
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{server.url}/api/workflows/{wf_id}").json().get("status") != "subfinished":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    server.flush()
+
+
+def test_logs_takes_the_short_ids_status_prints(server):
+    wf_id = run_two_step_workflow()
+    _ended(server, wf_id)
+    lines = cli("status", wf_id[:8], "--server", server.url).stdout.splitlines()
+    failed = next(line for line in lines if " failed job " in line)
+    key = re.search(r" failed job (\S+) ", failed).group(1)
+    work = re.search(r"work check +(\S+) ", next(line for line in lines if " work check " in line)).group(1)
+    report = re.search(r"work report +(\S+) ", lines[-1]).group(1)
+    for ref in (key, f"{work}:{key}"):
+        out = cli("logs", ref, "--server", server.url).stdout
+        assert out.startswith(f"job {key}") and "ValueError: odd input" in out, ref
+    assert "finished, attempt 1" in cli("logs", report, "--server", server.url).stdout, "a work with one job"
+    proc = cli("logs", work, "--server", server.url, check=False)
+    assert proc.returncode == 1 and "has several jobs" in proc.stderr
+
+
+def test_logs_tail_counts_lines(server):
+    wf_id = run_two_step_workflow()
+    _ended(server, wf_id)
+    job_id = httpx.get(f"{server.url}/api/jobs", params={"status": "failed"}).json()[0]["id"]
+    full = cli("logs", str(job_id), "--server", server.url, "--tail", "0").stdout.splitlines()
+    assert len(full) > 8 and any(line.startswith("Traceback") for line in full)
+    for n in (1, 3, 8):
+        assert cli("logs", str(job_id), "--server", server.url, "--tail", str(n)).stdout.splitlines() == full[-n:]
+
+
+def test_status_watch_returns_once_the_workflow_ended(server):
+    wf_id = run_two_step_workflow()
+    _ended(server, wf_id)
+    out = cli("status", wf_id, "--watch", "--interval", "0.2", "--server", server.url).stdout
+    assert out.startswith(f"workflow cli-demo  {wf_id}  subfinished")
+
+
+def test_workers_lists_what_workers_reported(server):
+    from iworkflow.messages import EVENTS_TOPIC, Event, encode_event
+
+    assert cli("workers", "--server", server.url).stdout.strip() == "no workers reported"
+    runtime = iworkflow.get_runtime()
+    runtime.bus.broadcast(EVENTS_TOPIC, encode_event(Event("worker_heartbeat", data={
+        "worker": "node7:123", "queue": "gpu", "slots": 4, "running": 3, "held": 5, "served": 10}), runtime.secret))
+    server.flush()
+    out = cli("workers", "--server", server.url).stdout
+    assert out.startswith("node7:123  alive    queue gpu  slots 4  running 3  prefetched 5  served 10")

@@ -235,3 +235,55 @@ def test_a_job_finished_on_its_second_attempt_shows_that_with_its_history(make_s
     assert history.index(("job_lost", 1)) < history.index(("job_retried", 2)) < history.index(("job_finished", 2))
     assert "lost" not in log["text"].split("\n")[0], "the header shows the current state, not the old error"
 
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(180)
+def test_a_running_jobs_output_is_live_and_logs_follow_prints_it_to_the_end(tmp_path):
+    cluster = Cluster(tmp_path)
+    gate = tmp_path / "gate"
+    outcome: dict = {}
+    try:
+        cluster.start_server()
+        cluster.start_worker("worker", "--slots", "1")
+        cluster.configure_driver(result_timeout=120)
+        gate_file = str(gate)
+
+        @iworkflow.work
+        def chatty():
+            import os as _os
+            import time as _time
+
+            print("first line while running", flush=True)
+            while not _os.path.exists(gate_file):
+                _time.sleep(0.05)
+            print("last line")
+            return 1
+
+        @iworkflow.workflow(local=True, name="chatty")
+        def driver():
+            return chatty()
+
+        thread = threading.Thread(target=lambda: outcome.update(value=driver()), daemon=True)
+        thread.start()
+        job = wait_until(lambda: cluster.get("/jobs"), lambda js: js and js[0]["status"] == "running", 60,
+                         "the job running")[0]
+        log = wait_until(lambda: cluster.get(f"/jobs/{job['id']}/log"),
+                         lambda lg: "first line while running" in (lg["output"] or ""), 60, "the live output tail")
+        assert log["job"]["status"] == "running"
+        env = {**cluster.env, "IWORKFLOW_SERVER_URL": cluster.url}
+        follow = subprocess.Popen([sys.executable, "-c", "from iworkflow.cli import main; main()", "logs", "-f",
+                                   str(job["id"]), "--interval", "0.2"], stdout=subprocess.PIPE, text=True, env=env)
+        shown = [follow.stdout.readline()]
+        while "first line while running" not in shown[-1]:
+            assert shown[-1] and len(shown) < 50, shown
+            shown.append(follow.stdout.readline())
+        gate.touch()
+        rest, _ = follow.communicate(timeout=60)
+        assert follow.returncode == 0 and "last line" in rest and "job_finished" in rest
+        thread.join(60)
+        assert outcome["value"] == 1
+    finally:
+        gate.touch()
+        iworkflow.shutdown()
+        cluster.stop()
