@@ -76,6 +76,39 @@ def request(method: str, url: str, token: str = "", body: bytes | None = None,
     return HttpResponse(status, data, hdrs)
 
 
+#: servers found unreachable by this process (url -> why): the rest of the run does without them
+_unreachable: dict[str, str] = {}
+#: servers that answered this process once (not asked again)
+_answered: set[str] = set()
+
+
+def source_store(settings):
+    """The server's source cache when ``server_url`` is set and the server answers, else the local store.
+
+    A server that cannot be reached (after retries) must not stop a driver: one warning line says so and
+    the run goes on with the local store; its events wait in the broker's durable backlog for the server."""
+    from .source_cache import SourceStore
+
+    if not settings.server_url:
+        return SourceStore(settings.store_path)
+    store = HttpSourceStore(settings.server_url, token=settings.token)
+    if store.url in _answered:
+        return store
+    if store.url not in _unreachable:
+        try:
+            request("GET", f"{store.url}/api/health", settings.token, ok=(200, 503))
+            _answered.add(store.url)
+            return store
+        except ServerError as err:
+            if not _transient(err):
+                return store  # it answers: its own errors (a token refused) surface where they happen
+            _unreachable[store.url] = str(err)
+            logger.warning("iworkflow server %s is unreachable (%s); this run goes on without it: sources stay in "
+                           "%s, and the server records the run from the broker's backlog when it is back",
+                           store.url, str(err).rsplit(": ", 1)[-1], settings.store_path)
+    return SourceStore(settings.store_path)
+
+
 class HttpSourceStore:
     """Source tarballs stored on the iworkflow server; unpacked trees cached locally by hash."""
 

@@ -274,13 +274,9 @@ def _traceable(value: Any) -> bool:
 
 
 def _source_store(settings):
-    if settings.server_url:
-        from .source_http import HttpSourceStore
+    from .source_http import source_store
 
-        return HttpSourceStore(settings.server_url, token=settings.token)
-    from .source_cache import SourceStore
-
-    return SourceStore(settings.store_path)
+    return source_store(settings)
 
 
 def _run_detached(wf: Workflow) -> Any:
