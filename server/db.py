@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from iworkflow.config import redact_url
@@ -68,6 +68,20 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 revision)
 
 
+def _unusable(engine: Engine, err: OperationalError) -> str:
+    """Why the database cannot be used, in one line, with the command that fixes it when there is one."""
+    url = engine.url
+    shown = redact_url(url.render_as_string(hide_password=True))
+    reason = str(err.orig or err).strip().splitlines()
+    detail = next((line for line in reason if "FATAL" in line or "error" in line.lower()), reason[0] if reason else "")
+    detail = detail.split("FATAL:", 1)[-1].strip()
+    if engine.dialect.name == "postgresql" and "does not exist" in detail and url.database:
+        where = f"-h {url.host or 'localhost'} -p {url.port or 5432}" + (f" -U {url.username}" if url.username else "")
+        return (f"database {url.database!r} does not exist on the PostgreSQL server of {shown}: create it first "
+                f"with `createdb {where} {url.database}`, then start the server again")
+    return f"cannot use the database {shown}: {detail}"
+
+
 class Database:
     """The engine plus a session factory; ``Database(url)`` migrates the schema before first use."""
 
@@ -75,7 +89,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except OperationalError as err:
+                self.engine.dispose()
+                raise ConfigurationError(_unusable(self.engine, err)) from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self) -> Session:
