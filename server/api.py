@@ -24,7 +24,7 @@ from iworkflow.source_cache import SourceStore
 
 from . import queries, states
 from .artifacts import SqlAlchemyConnector, artifact_router
-from .auth import TokenPolicy
+from .auth import OriginGuard, OriginPolicy, TokenPolicy
 from .db import Database
 from .models import (
     CANCELLED,
@@ -72,6 +72,8 @@ class ApiContext:
     max_source_bytes: int = 200 * 2**20
     #: the states of the server's consumers (the recorder's events queue), for /api/health
     consumers: Callable[[], dict[str, str]] = dict
+    #: the Host names answered and the check of cross-site writes
+    origins: OriginPolicy = OriginPolicy(frozenset({"localhost", "127.0.0.1", "::1", "testserver"}))
 
 
 def _digest_ok(digest: str) -> str:
@@ -287,6 +289,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return FileResponse(DASHBOARD / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=DASHBOARD), name="static")
+    app.add_middleware(OriginGuard, policy=ctx.origins)
+    app.state.origins = ctx.origins
     return app
 
 

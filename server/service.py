@@ -13,7 +13,7 @@ from iworkflow.errors import ConfigurationError
 from iworkflow.source_cache import SourceStore
 
 from .api import ApiContext, create_app
-from .auth import TokenPolicy
+from .auth import OriginPolicy, TokenPolicy
 from .db import Database
 from .monitor import Backoff, Monitor, MonitorPolicy
 from .recorder import Recorder
@@ -31,6 +31,8 @@ class ServerOptions:
     monitor_interval: float = 1.0
     backoff: Backoff = field(default_factory=Backoff)
     self_supervised: frozenset[str] | None = None
+    #: Host names clients use besides the address bound (a DNS name in front of the server)
+    allowed_hosts: tuple[str, ...] = ()
 
 
 class Server:
@@ -55,12 +57,16 @@ class Server:
         self.app = create_app(ApiContext(
             db=self.db, bus=bus, secret=secret, store=self.store,
             policy=TokenPolicy(settings.token, self.options.read_token_required),
-            max_source_bytes=int(settings.max_source_mb * 2**20), consumers=self.recorder.consumers))
+            max_source_bytes=int(settings.max_source_mb * 2**20), consumers=self.recorder.consumers,
+            origins=OriginPolicy.for_bind(self.options.host, self.options.allowed_hosts)))
         self._uvicorn = None
         self._thread: threading.Thread | None = None
         self.url = ""
         if not settings.token:
             logger.warning("IWORKFLOW_TOKEN is not set: the server accepts writes from localhost only")
+        if self.app.state.origins.hosts is None:
+            logger.warning("the server listens on every interface and answers any Host name: pass --allowed-host "
+                           "NAME (the names clients use) to refuse DNS-rebinding requests")
 
     def start_background(self) -> Server:
         """Start recorder, monitor and HTTP server on threads; ``self.url`` is where it listens."""

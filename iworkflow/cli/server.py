@@ -16,6 +16,10 @@ def server(
     read_token_required: bool = typer.Option(
         os.environ.get("IWORKFLOW_READ_TOKEN_REQUIRED", "").lower() in _TRUE, "--read-token-required",
         help="require the bearer token on reads too (env IWORKFLOW_READ_TOKEN_REQUIRED)"),
+    allowed_host: list[str] = typer.Option(
+        [], "--allowed-host", help="a Host name clients reach the server by (repeatable); other Host headers are "
+                                   "refused against DNS rebinding (default: the address bound and this machine's "
+                                   "names; with --host 0.0.0.0 any, unless given)"),
 ) -> None:
     """Record workflows from the event stream, requeue lost jobs, serve the REST API and dashboard."""
     import signal
@@ -31,7 +35,8 @@ def server(
             typer.echo("warning: the bus is memory:// so this server only sees its own process; start it with "
                        "--broker amqp://... (or IWORKFLOW_BROKER) to record workflows run elsewhere", err=True)
         bus = connect(settings.broker, settings)
-        srv = Server(settings, bus, ServerOptions(host=host, port=port, read_token_required=read_token_required))
+        srv = Server(settings, bus, ServerOptions(host=host, port=port, read_token_required=read_token_required,
+                                                    allowed_hosts=tuple(allowed_host)))
         srv.start_background()
     except ConfigurationError as err:
         typer.echo(f"error: {err}", err=True)
