@@ -102,8 +102,14 @@ def _statuses(value: str | None, allowed: tuple[str, ...], param: str = "status"
     return wanted
 
 
-def refuse_unknown_params(request: Request) -> None:
-    """A query parameter the endpoint does not take is an error (422 naming it), never silently ignored."""
+def check_parameters(request: Request) -> None:
+    """A query parameter the endpoint does not take is an error (422 naming it), never silently ignored; no
+    parameter may carry a NUL byte (no database stores one in text)."""
+    for where, params in (("path", request.path_params), ("query", request.query_params)):
+        for name, value in params.items():
+            if "\x00" in str(value):
+                raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                    f"{where} parameter {name!r} contains a NUL byte; remove it")
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -126,7 +132,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="iworkflow server", version="1", description="DAG records, monitor, source cache.")
     read = [Depends(ctx.policy.require_read)]
     write = [Depends(ctx.policy.require_write)]
-    api = APIRouter(prefix="/api", dependencies=[Depends(refuse_unknown_params)])
+    api = APIRouter(prefix="/api", dependencies=[Depends(check_parameters)])
 
     @app.exception_handler(queries.NotFound)
     async def _not_found(_request: Request, exc: queries.NotFound) -> JSONResponse:
