@@ -6,6 +6,7 @@ target directory, and unpacked trees are cached by hash.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -205,6 +206,51 @@ def _extract_all(tar: tarfile.TarFile, root: Path, members: list[tarfile.TarInfo
     tar.extractall(root, members=members, numeric_owner=True)
 
 
+class Upload:
+    """One tarball being received (``SourceStore.receive``): ``write`` pieces, then ``commit`` or ``discard``."""
+
+    def __init__(self, store: SourceStore, digest: str):
+        self.store = store
+        self.digest = digest
+        self.size = 0
+        self._hash = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(dir=store.path, suffix=".part")
+        self._tmp: str | None = tmp
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def actual(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self) -> bool:
+        """Store it under its digest (UnsafeArchiveError if the content does not match); False if already there."""
+        self._file.close()
+        if self.actual != self.digest:
+            self.discard()
+            raise UnsafeArchiveError(f"tarball content does not match its name {self.digest}")
+        dest = self.store.tarball(self.digest)
+        if dest.is_file():
+            self.discard()
+            return False
+        assert self._tmp is not None, "commit() after discard()"
+        os.replace(self._tmp, dest)
+        self._tmp = None
+        return True
+
+    def discard(self) -> None:
+        """Drop what was received (nothing once committed)."""
+        self._file.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
 class SourceStore:
     """A directory of tarballs named ``<sha256>.tar.gz`` and their unpacked trees under ``unpacked/``."""
 
@@ -236,6 +282,12 @@ class SourceStore:
             fh.write(data)
         os.replace(tmp, dest)
         return True
+
+    def receive(self, digest: str) -> Upload:
+        """A tarball arriving in pieces: written to a temporary file, stored once its hash is checked."""
+        self.tarball(digest)
+        self.path.mkdir(parents=True, exist_ok=True)
+        return Upload(self, digest)
 
     def get(self, digest: str) -> bytes:
         path = self.tarball(digest)

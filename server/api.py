@@ -1,7 +1,6 @@
 """The REST API (FastAPI): workflows, works, jobs, the DAG, logs, cancel, and the HTTP source cache."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -260,26 +259,32 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def get_source(digest: str) -> Response:
         if not ctx.store.has(_digest_ok(digest)):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"source {digest} is not in this server's cache")
-        return Response(ctx.store.get(digest), media_type="application/gzip")
+        return FileResponse(ctx.store.tarball(digest), media_type="application/gzip")  # streamed from disk
 
     async def put_source(digest: str, request: Request, response: Response) -> SourceStored:
+        """Receive a tarball piece by piece: the size limit holds while reading, never after buffering it."""
         _digest_ok(digest)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > ctx.max_source_bytes:
-            raise HTTPException(413,
-                                f"source tarball of {declared} bytes exceeds the server limit of "
-                                f"{ctx.max_source_bytes} bytes (max_source_mb)")
-        body = await request.body()
-        if len(body) > ctx.max_source_bytes:
-            raise HTTPException(413,
-                                f"source tarball exceeds the server limit of {ctx.max_source_bytes} bytes")
-        actual = hashlib.sha256(body).hexdigest()
-        if actual != digest:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                f"body sha256 is {actual}, not {digest}: upload the tarball to the URL of its own hash")
-        created = ctx.store.put(digest, body)
+        limit = ctx.max_source_bytes
+        declared = request.headers.get("content-length") or "0"
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"source tarball of {declared} bytes exceeds the server limit of {limit} bytes "
+                                     "(max_source_mb)")
+        upload = ctx.store.receive(digest)
+        try:
+            async for chunk in request.stream():
+                upload.write(chunk)
+                if upload.size > limit:
+                    raise HTTPException(413, f"source tarball exceeds the server limit of {limit} bytes "
+                                             "(max_source_mb): refused after reading that much")
+            if upload.actual != digest:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                                    f"body sha256 is {upload.actual}, not {digest}: upload the tarball to the URL "
+                                    "of its own hash")
+            created = upload.commit()
+        finally:
+            upload.discard()
         response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return SourceStored(digest=digest, size=len(body), created=created)
+        return SourceStored(digest=digest, size=upload.size, created=created)
 
     for method in ("PUT", "POST"):
         api.add_api_route("/sources/{digest}", put_source, methods=[method], dependencies=write,
