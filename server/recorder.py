@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from iworkflow.bus.base import Bus, Delivery, Subscription
 from iworkflow.errors import InvalidMessage
-from iworkflow.messages import EVENTS_TOPIC, Event, decode_events
+from iworkflow.messages import EVENTS_TOPIC, Event, decode_events, encode_event
 
 from . import states
 from .db import Database
@@ -48,6 +48,9 @@ from .models import (
 logger = logging.getLogger(__name__)
 
 JOB_EVENTS = ("job_started", "job_heartbeat", "job_finished", "job_failed")
+#: each server says it is there on the events topic; one that reads another's notice shares its backlog
+SERVER_PRESENCE = "server_presence"
+PRESENCE_SECONDS = 2.0
 WORKER_EVENTS = ("worker_heartbeat", "worker_stopped")
 #: a job failure of this type means the job was cancelled, not that it failed
 CANCELLED_ERROR = "WorkCancelled"
@@ -383,11 +386,19 @@ _HANDLERS = {
 class Recorder:
     """Subscribes to the events topic and writes events in batches on its own thread."""
 
-    def __init__(self, db: Database, bus: Bus, secret: bytes, batch: int = 500):
+    def __init__(self, db: Database, bus: Bus, secret: bytes, batch: int = 500, where: str = ""):
+        import uuid
+
         self.db = db
         self.bus = bus
         self.secret = secret
         self.batch = batch
+        #: this server, in its presence notices: a random id, and where it is (its URL) for the warning
+        self.id = uuid.uuid4().hex
+        self.where = where
+        #: other servers seen reading this server's backlog (id -> where)
+        self.rivals: dict[str, str] = {}
+        self._stopped = threading.Event()
         self.recorded = 0
         self.rejected = 0
         self._queue: queue.Queue[tuple[Event, Delivery | None] | None] = queue.Queue()
@@ -401,7 +412,33 @@ class Recorder:
         self._thread.start()
         self._subscription = self.bus.subscribe_durable(EVENTS_TOPIC, DURABLE_NAME, self._on_delivery,
                                                         prefetch=self.batch)
+        threading.Thread(target=self._announce, name="iworkflow-presence", daemon=True).start()
         return self
+
+    def _announce(self) -> None:
+        """Broadcast this server's presence now and then: on a broker, servers sharing the events backlog
+        (same destination prefix) read each other's notices, since each takes only part of the stream."""
+        while True:
+            try:
+                self.bus.broadcast_async(EVENTS_TOPIC, encode_event(Event(SERVER_PRESENCE, data={
+                    "server": self.id, "where": self.where}), self.secret))
+            except Exception as err:  # noqa: BLE001 - a notice, never a reason to stop recording
+                logger.debug("presence notice not sent: %s", err)
+            if self._stopped.wait(PRESENCE_SECONDS):
+                return
+
+    def _rival(self, event: Event) -> bool:
+        """Whether this is a presence notice (warn once per other server found reading the same backlog)."""
+        if event.type != SERVER_PRESENCE:
+            return False
+        data = event.data or {}
+        other = str(data.get("server") or "")
+        if other and other != self.id and other not in self.rivals:
+            self.rivals[other] = str(data.get("where") or "?")
+            logger.warning("another iworkflow server (%s) reads the same event backlog %s.%s: each of you records "
+                           "only part of the events; run one server per broker and destination_prefix, or give each "
+                           "its own IWORKFLOW_DESTINATION_PREFIX", self.rivals[other], EVENTS_TOPIC, DURABLE_NAME)
+        return True
 
     def consumers(self) -> dict[str, str]:
         """The state of the events consumer (see ``Subscription.state``): a lost one is reported by /api/health."""
@@ -409,6 +446,7 @@ class Recorder:
         return {f"{EVENTS_TOPIC}.{DURABLE_NAME}": sub.state if sub is not None else "stopped"}
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None
@@ -425,6 +463,7 @@ class Recorder:
             logger.error("recorder drops an unreadable event: %s", err)
             delivery.ack()
             return
+        events = [e for e in events if not self._rival(e)]
         self.submit(events, delivery)
 
     def submit(self, events: list[Event], delivery: Delivery | None = None) -> None:

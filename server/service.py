@@ -48,7 +48,7 @@ class Server:
         self.db = Database(settings.database_url)
         self.store = SourceStore(settings.store_path)
         secret = settings.secret_bytes
-        self.recorder = Recorder(self.db, bus, secret)
+        self.recorder = Recorder(self.db, bus, secret, where=socket.gethostname())
         policy = MonitorPolicy(heartbeat_timeout=settings.heartbeat_timeout, max_attempt=settings.max_attempt,
                                backoff=self.options.backoff)
         if self.options.self_supervised is not None:
@@ -86,6 +86,7 @@ class Server:
         host, port = sock.getsockname()[:2]
         display = f"[{host}]" if ":" in host else host
         self.url = f"http://{display}:{port}"
+        self.recorder.where = f"{self.url} on {socket.gethostname()}"
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False)
         self._uvicorn = uvicorn.Server(config)
         self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]

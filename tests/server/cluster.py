@@ -43,8 +43,8 @@ class Cluster:
         assert line, f"{name} exited: {self.log(name)}"
         return proc, line
 
-    def start_server(self) -> str:
-        _, line = self.start("server", "server", "--port", "0", "--db", f"sqlite:///{self.tmp / 'server.db'}")
+    def start_server(self, name: str = "server") -> str:
+        _, line = self.start(name, "server", "--port", "0", "--db", f"sqlite:///{self.tmp / (name + '.db')}")
         self.url = re.search(r"listening on (http://\S+) ", line).group(1)
         return self.url
 

@@ -80,6 +80,7 @@ def test_prefetched_jobs_are_queued_and_running_ones_carry_their_start(tmp_path)
         log = cluster.get(f"/jobs/{jobs[0]['id']}/log")
         assert [e["type"] for e in log["events"]][:1] == ["job_started"]
         assert "hello from call" in (log["output"] or ""), "the output tail is kept after a success too"
+        assert "reads the same event backlog" not in cluster.log("server"), "a lone server is not warned"
     finally:
         gate.touch()
         iworkflow.shutdown()
@@ -286,4 +287,19 @@ def test_a_running_jobs_output_is_live_and_logs_follow_prints_it_to_the_end(tmp_
     finally:
         gate.touch()
         iworkflow.shutdown()
+        cluster.stop()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(120)
+def test_two_servers_on_one_event_backlog_are_warned(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        first = cluster.start_server("first")
+        second = cluster.start_server("second")
+        wait_until(lambda: cluster.log("first") + cluster.log("second"),
+                   lambda text: "reads the same event backlog" in text, 60, "a warning about the shared backlog")
+        warned = cluster.log("first") + cluster.log("second")
+        assert first in warned or second in warned, "the warning says where the other server is"
+    finally:
         cluster.stop()
