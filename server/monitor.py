@@ -37,7 +37,7 @@ from .models import (
     WorkflowRecord,
     WorkRecord,
 )
-from .recorder import log_event
+from .recorder import log_event, write_lines
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class Monitor:
                     actions.append(action)
                     log_event(session, f"job_{action.kind}", work.id, job.job_key, action.attempt, now,
                               workflow_id=job.workflow_id, worker=job.worker, message=action.reason)
+            write_lines(session)
             failed = [a.work_id for a in actions if a.kind == "failed"]
             if failed:
                 states.refresh(session, failed, now=now)

@@ -84,16 +84,19 @@ def _max(a: float | None, b: float | None) -> float | None:
 def _workflow(session: Session, workflow_id: str | None, now: float) -> WorkflowRecord | None:
     if not workflow_id:
         return None
-    wf = session.get(WorkflowRecord, workflow_id)
+    held: dict[str, WorkflowRecord] = session.info.setdefault("iwf_workflow_records", {})
+    wf = held.get(workflow_id) or session.get(WorkflowRecord, workflow_id)
     if wf is None:
         wf = WorkflowRecord(id=workflow_id, name="", status=UNKNOWN, updated_at=now)
         session.add(wf)
         session.flush()
+    held[workflow_id] = wf  # the session's identity map holds unchanged records weakly: keep it for the batch
     return wf
 
 
 def _work(session: Session, work_id: str, workflow_id: str | None, now: float) -> WorkRecord:
-    work = session.get(WorkRecord, work_id)
+    held: dict[str, WorkRecord] = session.info.setdefault("iwf_work_records", {})
+    work = held.get(work_id) or session.get(WorkRecord, work_id)
     if work is None:
         _workflow(session, workflow_id, now)
         work = WorkRecord(id=work_id, workflow_id=workflow_id or None, status=UNKNOWN, updated_at=now)
@@ -102,17 +105,63 @@ def _work(session: Session, work_id: str, workflow_id: str | None, now: float) -
     elif work.workflow_id is None and workflow_id:
         _workflow(session, workflow_id, now)
         work.workflow_id = workflow_id
+    held[work_id] = work  # the session's identity map holds unchanged records weakly: keep it for the batch
     return work
 
 
 def _job(session: Session, work: WorkRecord, key: str, now: float) -> JobRecord:
-    job = session.scalar(select(JobRecord).where(JobRecord.work_id == work.id, JobRecord.job_key == key))
+    cache: dict[tuple[str, str], JobRecord | None] = session.info.setdefault("iwf_jobs", {})
+    pair = (work.id, key)
+    job = cache.get(pair)
+    if job is None and pair not in cache:
+        job = session.scalar(select(JobRecord).where(JobRecord.work_id == work.id, JobRecord.job_key == key))
     if job is None:
         job = JobRecord(work_id=work.id, workflow_id=work.workflow_id, job_key=key, status=QUEUED, attempt=1,
                         heartbeats=False, requeued=False, updated_at=now)
         session.add(job)
-        session.flush()
+    cache[pair] = job
     return job
+
+
+def preload(session: Session, events: list[Event]) -> None:
+    """Read what a batch of events will look up in a few queries instead of one or two per event: the digests
+    already recorded and the jobs named (a job not found is remembered as absent)."""
+    digests = [event_digest(e) for e in events if e.type not in ("job_heartbeat", "job_output", *WORKER_EVENTS)]
+    known: set[str] = session.info.setdefault("iwf_digests", set())
+    checked: set[str] = session.info.setdefault("iwf_checked", set())
+    for i in range(0, len(digests), 500):
+        chunk = digests[i:i + 500]
+        known.update(session.scalars(select(EventRecord.digest).where(EventRecord.digest.in_(chunk))).all())
+        checked.update(chunk)
+    wanted: dict[str, set[str]] = {}
+    for e in events:
+        if e.work_id and e.job_key is not None:
+            wanted.setdefault(e.work_id, set()).add(str(e.job_key))
+        elif e.type == "work_submitted" and e.work_id:
+            keys = {str(spec.get("key")) for spec in (e.data or {}).get("jobs") or [] if isinstance(spec, dict)}
+            wanted.setdefault(e.work_id, set()).update(keys)
+    cache: dict[tuple[str, str], JobRecord | None] = session.info.setdefault("iwf_jobs", {})
+    for work_id, keys in wanted.items():
+        ordered = sorted(keys)
+        for i in range(0, len(ordered), 500):
+            chunk = ordered[i:i + 500]
+            for job in session.scalars(select(JobRecord).where(JobRecord.work_id == work_id,
+                                                               JobRecord.job_key.in_(chunk))).all():
+                cache[(work_id, job.job_key)] = job
+            for key in chunk:
+                cache.setdefault((work_id, key), None)
+
+
+def _seen(session: Session, digest: str) -> bool:
+    """Whether an event line with this digest is recorded (or written in this batch); remembers it as written."""
+    known: set[str] = session.info.setdefault("iwf_digests", set())
+    checked: set[str] = session.info.setdefault("iwf_checked", set())
+    if digest in known:
+        return True
+    if digest not in checked and session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)):
+        return True
+    known.add(digest)
+    return False
 
 
 def touched(session: Session) -> tuple[set[str], set[str]]:
@@ -134,11 +183,24 @@ def log_event(session: Session, type_: str, work_id: str | None, job_key: str | 
     (a heartbeat that started a job, the monitor's lost and retry decisions)."""
     key = json.dumps([type_, work_id, job_key, attempt, ts, worker], default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()
-    if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
+    lines: dict[str, EventRecord] = session.info.setdefault("iwf_lines", {})
+    if digest in lines:
         return False
-    session.add(EventRecord(digest=digest, type=type_, workflow_id=workflow_id, work_id=work_id, job_key=job_key,
-                            attempt=attempt, ts=ts, worker=_clip(worker, 255), message=_clip(message, 2000)))
+    lines[digest] = EventRecord(digest=digest, type=type_, workflow_id=workflow_id, work_id=work_id, job_key=job_key,
+                                attempt=attempt, ts=ts, worker=_clip(worker, 255), message=_clip(message, 2000))
     return True
+
+
+def write_lines(session: Session) -> int:
+    """Add the lines ``log_event`` gathered, but those already recorded (checked in bulk); returns how many."""
+    lines: dict[str, EventRecord] = session.info.pop("iwf_lines", {})
+    digests = list(lines)
+    for i in range(0, len(digests), 500):
+        chunk = digests[i:i + 500]
+        for known in session.scalars(select(EventRecord.digest).where(EventRecord.digest.in_(chunk))).all():
+            lines.pop(known, None)
+    session.add_all(lines.values())
+    return len(lines)
 
 
 def apply_event(session: Session, event: Event, now: float | None = None) -> bool:
@@ -150,12 +212,12 @@ def apply_event(session: Session, event: Event, now: float | None = None) -> boo
         return _worker(session, event, now)
     if event.type == "job_output":
         return _output(session, event, now)
-    digest = event_digest(event)
-    if session.scalar(select(EventRecord.id).where(EventRecord.digest == digest)) is not None:
-        return False
     handler = _HANDLERS.get(event.type)
     if handler is None:
         logger.debug("event type %s is not recorded", event.type)
+        return False
+    digest = event_digest(event)
+    if _seen(session, digest):
         return False
     handler(session, event, now)
     data = event.data or {}
@@ -164,7 +226,6 @@ def apply_event(session: Session, event: Event, now: float | None = None) -> boo
         job_key=event.job_key, attempt=event.attempt, ts=event.ts, worker=_clip(data.get("worker"), 255),
         message=_clip(data.get("error") or data.get("status") or data.get("reason"), 2000),
     ))
-    session.flush()
     return True
 
 
@@ -333,7 +394,6 @@ def _worker(session: Session, event: Event, now: float) -> bool:
     record.state = WORKER_STOPPED if event.type == "worker_stopped" else WORKER_ALIVE
     record.stopped_at = event.ts if record.state == WORKER_STOPPED else None
     record.updated_at = now
-    session.flush()
     return True
 
 
@@ -507,7 +567,9 @@ class Recorder:
     def _write(self, events: list[Event]) -> None:
         try:
             with self.db.session() as session, session.begin():
+                preload(session, events)
                 written = sum(apply_event(session, event) for event in events)
+                write_lines(session)
                 works, workflows = touched(session)
                 states.refresh(session, works, workflows, time.time())
             self.recorded += written
@@ -518,6 +580,7 @@ class Recorder:
             try:
                 with self.db.session() as session, session.begin():
                     self.recorded += apply_event(session, event)
+                    write_lines(session)
                     works, workflows = touched(session)
                     states.refresh(session, works, workflows, time.time())
             except Exception:
