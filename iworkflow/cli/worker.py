@@ -20,6 +20,8 @@ def worker(
     health_port: int = typer.Option(0, min=0, max=65535, help="serve GET /health (consumers, jobs held) on this "
                                                               "port; 0: off"),
     health_host: str = typer.Option("127.0.0.1", help="address the health endpoint listens on"),
+    name: str | None = typer.Option(None, help="the name this worker reports and jobs show (default host:pid); "
+                                               "keep it the same across restarts and unique among live workers"),
 ) -> None:
     """Run jobs from the broker; SIGTERM/Ctrl-C stop taking jobs and finish the running ones."""
     import logging
@@ -63,7 +65,7 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    w = Worker(settings, bus, slots=settings.effective_slots, driver_slots=driver_slots)
+    w = Worker(settings, bus, slots=settings.effective_slots, driver_slots=driver_slots, name=name or None)
     w.start()
     health = _serve_health(w, health_host, health_port) if health_port else None
     where = f" health=http://{health_host}:{health.server_address[1]}/health" if health is not None else ""

@@ -47,7 +47,8 @@ def test_prefetched_jobs_are_queued_and_running_ones_carry_their_start(tmp_path)
     outcome: dict = {}
     try:
         cluster.start_server()
-        _, worker = cluster.start_worker("worker", "--slots", "2")
+        _, worker = cluster.start_worker("worker", "--slots", "2", "--name", "node-a")
+        assert worker == "node-a"
         cluster.configure_driver(result_timeout=120)
         gated = _gated_work(started, gate)
 
