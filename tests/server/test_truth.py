@@ -6,6 +6,7 @@ The RabbitMQ tests run a real `iworkflow server` and `iworkflow worker` (subproc
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -47,7 +48,7 @@ def test_prefetched_jobs_are_queued_and_running_ones_carry_their_start(tmp_path)
     outcome: dict = {}
     try:
         cluster.start_server()
-        _, worker = cluster.start_worker("worker", "--slots", "2", "--name", "node-a")
+        worker_proc, worker = cluster.start_worker("worker", "--slots", "2", "--name", "node-a")
         assert worker == "node-a"
         cluster.configure_driver(result_timeout=120)
         gated = _gated_work(started, gate)
@@ -82,6 +83,11 @@ def test_prefetched_jobs_are_queued_and_running_ones_carry_their_start(tmp_path)
         assert [e["type"] for e in log["events"]][:1] == ["job_started"]
         assert "hello from call" in (log["output"] or ""), "the output tail is kept after a success too"
         assert "reads the same event backlog" not in cluster.log("server"), "a lone server is not warned"
+        worker_proc.send_signal(signal.SIGTERM)
+        worker_proc.wait(30)
+        stopped = wait_until(lambda: cluster.get("/workers"), lambda ws: ws[0]["state"] == "stopped", 30,
+                             "the worker recorded as stopped")
+        assert stopped[0]["served"] == 8 and stopped[0]["running"] == 0
     finally:
         gate.touch()
         iworkflow.shutdown()
