@@ -421,9 +421,12 @@ class WorkerState:
         return self._start(held)
 
     def _start(self, held: Held) -> list[Instruction]:
-        """Accept a job: its heartbeat stands for ``job_started``; a first delivery runs at once (its holder
-        notice goes out with the next batch), a redelivered one once its own notice is confirmed."""
-        out: list[Instruction] = [Heartbeat((held.job,), accepted=True)]
+        """Accept a job: a first delivery runs at once (its holder notice goes out with the next batch), a
+        redelivered one once its own notice is confirmed.  A retried or redelivered job's heartbeat tells the server
+        who holds it (it stays queued there until a runner starts it; the monitor watches such jobs)."""
+        out: list[Instruction] = []
+        if held.count > 1 or held.job.attempt > 1:
+            out.append(Heartbeat((held.job,), accepted=True))
         if held.count <= 1:
             held.phase = RUNNING
             return [*out, Run(held.job, held.tokens[0], held.driver), Announce(held.job)]
