@@ -1,11 +1,12 @@
-"""Events per second the recorder writes to SQLite: one work of N jobs, each started, heartbeated and finished.
+"""Events per second the recorder writes: one work of N jobs, each started (running heartbeat) and finished.
 
-    python benchmarks/recorder_throughput.py [N]
+    python benchmarks/recorder_throughput.py [N] [postgres]   # SQLite by default; postgres: a private schema
 """
 from __future__ import annotations
 
 import sys
 import tempfile
+from pathlib import Path
 import time
 import uuid
 
@@ -32,18 +33,30 @@ def events(n: int) -> list[Event]:
     return out
 
 
-def main(n: int = 5000) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(f"sqlite:///{tmp}/bench.db")
-        recorder = Recorder(db, _NoBus(), b"x")
-        batch = events(n)
-        t0 = time.perf_counter()
-        for i in range(0, len(batch), recorder.batch):
-            recorder._write(batch[i:i + recorder.batch])
-        took = time.perf_counter() - t0
-        db.dispose()
-    print(f"{len(batch)} events in {took:.2f} s: {len(batch) / took:,.0f} events/s (SQLite, batches of 500)")
+def run(url: str, n: int) -> float:
+    db = Database(url)
+    recorder = Recorder(db, _NoBus(), b"x")
+    batch = events(n)
+    t0 = time.perf_counter()
+    for i in range(0, len(batch), recorder.batch):
+        recorder._write(batch[i:i + recorder.batch])
+    took = time.perf_counter() - t0
+    db.dispose()
+    return len(batch) / took
+
+
+def main(n: int = 5000, backend: str = "sqlite") -> None:
+    if backend == "postgres":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from pg_schema import private_schema
+
+        with private_schema("iwf_bench") as url:
+            rate = run(url, n)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rate = run(f"sqlite:///{tmp}/bench.db", n)
+    print(f"{2 * n + 4} events: {rate:,.0f} events/s ({backend}, batches of 500)")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000, sys.argv[2] if len(sys.argv) > 2 else "sqlite")
