@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from pathlib import Path
 import time
 import uuid
+from pathlib import Path
 
-from iworkflow.messages import Event
 from iworkflow.server.db import Database
 from iworkflow.server.recorder import Recorder
+
+from iworkflow.messages import Event
 
 
 class _NoBus:

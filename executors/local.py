@@ -17,8 +17,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Callable, Iterable
 
 from iworkflow import containers, processes
 from iworkflow.errors import InvalidMessage, JobLostError
@@ -245,7 +245,7 @@ class LocalExecutor(Executor):
         if self.on_start is not None:
             try:
                 self.on_start(job, time.time())
-            except Exception:  # noqa: BLE001 - a report, never a reason to stop feeding the runners
+            except Exception:  # a report, never a reason to stop feeding the runners
                 logger.exception("on_start hook failed for job %s", job.job_key)
 
     def _note_job_seconds(self, seconds: float) -> None:

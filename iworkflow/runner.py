@@ -41,7 +41,7 @@ _last_output = ""
 #: how often a pool process reports the output of the job it runs (a live tail), when it printed something new
 LIVE_OUTPUT_SECONDS = 2.0
 #: the job running now with ``capture`` and its output tails (stdout, stderr), for the live tail
-_live: tuple[Envelope, "_Tail", "_Tail"] | None = None
+_live: tuple[Envelope, _Tail, _Tail] | None = None
 
 
 def _secret() -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -72,7 +72,8 @@ class ApiContext:
     #: the states of the server's consumers (the recorder's events queue), for /api/health
     consumers: Callable[[], dict[str, str]] = dict
     #: the Host names answered and the check of cross-site writes
-    origins: OriginPolicy = OriginPolicy(frozenset({"localhost", "127.0.0.1", "::1", "testserver"}))
+    origins: OriginPolicy = field(default_factory=lambda: OriginPolicy(frozenset({"localhost", "127.0.0.1", "::1",
+                                                                                   "testserver"})))
 
 
 def _digest_ok(digest: str) -> str:

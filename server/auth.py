@@ -133,11 +133,11 @@ class OriginGuard:
         host = headers.get("host", "")
         problem = None
         if not self.policy.host_allowed(host):
-            problem = (421, f"this server does not answer for host {_host_name(host)!r}; add it with "
-                            "`iworkflow server --allowed-host NAME` if that is how clients reach it")
+            problem = (421, (f"this server does not answer for host {_host_name(host)!r}; add it with "
+                             "`iworkflow server --allowed-host NAME` if that is how clients reach it"))
         elif self.policy.cross_site(scope["method"], host, headers.get("origin"), headers.get("sec-fetch-site")):
-            problem = (403, f"cross-site request refused: a page of {headers.get('origin') or 'another site'} may "
-                            "not change this server")
+            problem = (403, (f"cross-site request refused: a page of {headers.get('origin') or 'another site'} "
+                             "may not change this server"))
         if problem is None:
             await self.app(scope, receive, send)
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -368,7 +369,7 @@ def _number(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number == number and abs(number) < 1e12 else None
+    return number if math.isfinite(number) and abs(number) < 1e12 else None
 
 
 def _worker(session: Session, event: Event, now: float) -> bool:

@@ -16,8 +16,8 @@ def server(
     read_token_required: bool = typer.Option(
         os.environ.get("IWORKFLOW_READ_TOKEN_REQUIRED", "").lower() in _TRUE, "--read-token-required",
         help="require the bearer token on reads too (env IWORKFLOW_READ_TOKEN_REQUIRED)"),
-    allowed_host: list[str] = typer.Option(
-        [], "--allowed-host", help="a Host name clients reach the server by (repeatable); other Host headers are "
+    allowed_host: list[str] | None = typer.Option(
+        None, "--allowed-host", help="a Host name clients reach the server by (repeatable); other Host headers are "
                                    "refused against DNS rebinding (default: the address bound and this machine's "
                                    "names; with --host 0.0.0.0 any, unless given)"),
 ) -> None:
@@ -36,7 +36,7 @@ def server(
                        "--broker amqp://... (or IWORKFLOW_BROKER) to record workflows run elsewhere", err=True)
         bus = connect(settings.broker, settings)
         srv = Server(settings, bus, ServerOptions(host=host, port=port, read_token_required=read_token_required,
-                                                    allowed_hosts=tuple(allowed_host)))
+                                                    allowed_hosts=tuple(allowed_host or ())))
         srv.start_background()
     except ConfigurationError as err:
         typer.echo(f"error: {err}", err=True)

@@ -146,7 +146,7 @@ def logs(
             seen_events = len(log["events"])
             new = log.get("output") or ""
             if new != output:
-                typer.echo(new[len(output):] if new.startswith(output) else new, nl=False)
+                typer.echo(new.removeprefix(output), nl=False)
                 output = new
         if follow and log.get("error"):
             typer.echo(f"error: {log['error']}")

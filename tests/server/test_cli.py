@@ -171,7 +171,7 @@ def test_server_on_a_missing_postgres_database_says_how_to_create_it(tmp_path):
     env = dict(os.environ, IWORKFLOW_HOME=str(tmp_path))
     proc = subprocess.run([sys.executable, "-c", "from iworkflow.cli import main; main()", "server", "--port", "0",
                            "--db", "postgresql+psycopg://127.0.0.1:5432/iwf_missing_db_for_test"],
-                          capture_output=True, text=True, env=env, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "createdb -h 127.0.0.1 -p 5432 iwf_missing_db_for_test" in errors[0]
