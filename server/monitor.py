@@ -149,6 +149,7 @@ class Monitor:
                 WorkerRecord.state == WORKER_ALIVE,
                 WorkerRecord.last_heartbeat < now - self.policy.heartbeat_timeout)).all():
             worker.state = WORKER_LOST
+            worker.running = worker.held = 0  # its last report is stale: nothing runs there that we know of
             worker.updated_at = now
             logger.warning("worker %s is lost: no report for %.0fs", worker.name, now - (worker.last_heartbeat or 0))
 

@@ -181,3 +181,19 @@ def test_healthy_jobs_are_never_requeued(make_server):
     time.sleep(1.0)
     rows = job_rows(server)
     assert len(rows) == 20 and {(j.status, j.attempt) for j in rows} == {("finished", 1)}
+
+
+def test_a_worker_silent_past_the_heartbeat_timeout_is_lost(make_server):
+    from iworkflow.server.models import WorkerRecord
+
+    server = make_server(heartbeat_timeout=5.0)
+    now = time.time()
+    with server.db.session() as s, s.begin():
+        s.add_all([WorkerRecord(name="gone", queue="q", slots=2, state="alive", running=2, held=3, served=7,
+                                last_heartbeat=now - 60, updated_at=now - 60),
+                   WorkerRecord(name="here", queue="q", slots=2, state="alive", running=1, held=0, served=1,
+                                last_heartbeat=now + 3600, updated_at=now)])
+    server.server.monitor.tick(now)
+    with server.db.session() as s:
+        states = {w.name: (w.state, w.running, w.held, w.served) for w in s.scalars(select(WorkerRecord))}
+    assert states == {"gone": ("lost", 0, 0, 7), "here": ("alive", 1, 0, 1)}
