@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -71,7 +70,8 @@ class _PoolProcess:
         env["IWORKFLOW_SECRET"] = pool.settings.secret
         env["IWORKFLOW_POOL_EVENTS"] = ("1" if pool.started_events else "end") if pool.emit_events else "0"
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        env[WORKER_NAME_ENV] = pool.worker_name
+        if pool.worker_name:
+            env[WORKER_NAME_ENV] = pool.worker_name
         #: where the container guards of this process's jobs record their containers, removed if it is killed
         self.container_records = containers.new_records()
         env[containers.RECORDS_ENV] = self.container_records
@@ -224,8 +224,9 @@ class LocalExecutor(Executor):
                  on_start: Callable[[Job, float], None] | None = None):
         super().__init__(settings, bus, address)
         self.started_events = started_events
-        #: the name results and events give as the job's worker (the runner processes' pids are no identity)
-        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        #: the name results and events give as the job's worker (a broker worker's name: its runners' pids are no
+        #: identity); None: each runner process names itself
+        self.worker_name = worker_name
         #: told (job, wall-clock time) when a runner process starts a job: it reaches the head of its pipeline
         self.on_start = on_start
         self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
