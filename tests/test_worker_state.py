@@ -245,3 +245,14 @@ def test_the_worker_reports_itself_with_running_and_held_counts():
                                                           started_at=NOW)
     state.handle(Finished("id-a", "done", NOW + 6))
     assert state.handle(WorkerStopped(NOW + 7)) == [ReportWorker("worker_stopped", 0, 1, 1, NOW)]
+
+
+def test_a_retried_job_waiting_for_a_runner_says_it_is_held_every_tick():
+    state = WorkerState("me", slots=1)
+    first = [i for i in state.handle(delivered("r", attempt=2)) if isinstance(i, Heartbeat)]
+    assert first == [Heartbeat((job("r", attempt=2),), accepted=True)]
+    later = [i for i in state.handle(Tick(NOW + 5)) if isinstance(i, Heartbeat)]
+    assert later == [Heartbeat((job("r", attempt=2),), accepted=True)]
+    state.handle(JobStarted("id-r", NOW + 6))
+    assert [i for i in state.handle(Tick(NOW + 10)) if isinstance(i, Heartbeat)] == \
+        [Heartbeat((job("r", attempt=2),), starts=(NOW + 6,))]

@@ -567,6 +567,11 @@ class WorkerState:
         running = [h for h in self.held.values() if h.phase == RUNNING and h.started is not None]
         if running:
             out.append(Heartbeat(tuple(h.job for h in running), starts=tuple(h.started for h in running)))
+        # a retried or redelivered job waiting here for a runner: the server must not take it for lost
+        waiting = tuple(h.job for h in self.held.values()
+                        if h.started is None and h.phase != WAITING and (h.count > 1 or h.job.attempt > 1))
+        if waiting:
+            out.append(Heartbeat(waiting, accepted=True))
         for held in [h for h in self.held.values() if h.phase == WAITING]:
             if self._lease_lapsed(held, ev.now):
                 logger.warning("worker %s starts driver job %s of work %s: its lease lapsed", self.name,
