@@ -85,3 +85,23 @@ def test_timeline_and_durations(recorded):
     [judge] = c.get(f"/api/workflows/{wf_id}/durations", params={"bins": 4}).json()
     assert judge["name"] == "judge" and judge["count"] == 5 and sum(judge["counts"]) == 5
     assert len(judge["edges"]) == 5 and judge["min"] <= judge["p50"] <= judge["p90"] <= judge["max"]
+
+
+def test_the_workers_migration_downgrades_and_upgrades_again(db_url):
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+    from iworkflow.server.db import MIGRATIONS, Database, upgrade
+
+    db = Database(db_url)
+    assert "iwf_workers" in sa.inspect(db.engine).get_table_names()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005")
+    assert "iwf_workers" not in sa.inspect(db.engine).get_table_names()
+    assert "iwf_artifact_names" in sa.inspect(db.engine).get_table_names()
+    upgrade(db.engine)
+    assert "iwf_workers" in sa.inspect(db.engine).get_table_names()
+    db.dispose()
