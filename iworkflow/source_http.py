@@ -104,7 +104,8 @@ def source_store(settings):
                 return store  # it answers: its own errors (a token refused) surface where they happen
             _unreachable[store.url] = str(err)
             logger.warning("iworkflow server %s is unreachable (%s); this run goes on without it: sources stay in "
-                           "%s, and the server records the run from the broker's backlog when it is back",
+                           "%s (workers get them from this driver through the broker), and the server records the "
+                           "run from the broker's backlog when it is back",
                            store.url, str(err).rsplit(": ", 1)[-1], settings.store_path)
     return SourceStore(settings.store_path)
 
