@@ -22,10 +22,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-ALL = ["iworkflow-local", "ppe", "ray", "dask", "iworkflow-rabbitmq", "iworkflow-rabbitmq-single",
-       "iworkflow-activemq", "celery"]
+ALL = ["iworkflow-local", "ppe", "ppe-tuned", "ray", "dask", "parsl", "iworkflow-rabbitmq", "iworkflow-rabbitmq-single",
+       "iworkflow-activemq", "celery", "celery-chunks", "celery-redis", "celery-redis-chunks"]
 BROKER_OF = {"iworkflow-rabbitmq": "raw-rabbitmq", "iworkflow-rabbitmq-single": "raw-rabbitmq",
-             "iworkflow-activemq": "raw-activemq", "celery": "raw-rabbitmq"}
+             "iworkflow-activemq": "raw-activemq", "celery": "raw-rabbitmq", "celery-chunks": "raw-rabbitmq"}
+#: the systems offered 1,000,000 jobs by ``--million`` (still only when the previous size projects it in budget)
+MILLION = {"iworkflow-local", "iworkflow-rabbitmq", "ppe", "ppe-tuned", "celery-redis-chunks", "celery-chunks"}
+#: peers the iworkflow rows are divided by in the ratio tables
+PEERS = ["ppe", "ppe-tuned", "ray", "dask", "parsl", "celery", "celery-chunks", "celery-redis", "celery-redis-chunks"]
 HPO_IDEAL = 10 * 0.010  # 20 jobs of 10 ms on 2 workers: 10 rounds of 10 ms
 
 
@@ -72,10 +76,12 @@ def collect(args) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
                 raw[broker].append(out["rate"])
                 print(f"  {broker}: {out['rate']:,.0f} msg/s", flush=True)
         for key, system, env in variants:
-            cmd = [sys.executable, str(HERE / "systems.py"), system, "--sizes", *map(str, args.sizes), "--trips",
-                   str(args.trips), "--budget", str(args.budget)] + (["--hpo"] if not args.no_hpo else [])
+            sizes = args.sizes + ([1_000_000] if args.million and system in MILLION else [])
+            cmd = [sys.executable, str(HERE / "systems.py"), system, "--sizes", *map(str, sizes), "--trips",
+                   str(args.trips), "--budget", str(args.budget), "--big-budget", str(args.million_budget)] + (
+                ["--hpo"] if not args.no_hpo else [])
             started = time.perf_counter()
-            out = run_json(cmd, timeout=args.timeout, env=env)
+            out = run_json(cmd, timeout=args.timeout + (3 * args.million_budget if args.million else 0), env=env)
             if out:
                 runs[key].append(out)
                 rates = ", ".join(f"{int(n):,}: {int(n) / v['seconds']:,.0f}/s" for n, v in out["fanout"].items())
@@ -89,14 +95,17 @@ def summarise(runs: dict[str, list[dict]], raw: dict[str, list[float]], sizes: l
     for system, outs in runs.items():
         if not outs:
             continue
-        row = {"name": outs[0]["name"], "rate": {}, "rss": {},
+        row = {"name": outs[0]["name"], "rate": {}, "rss": {}, "cpu": {}, "rounds": {},
                "failed": {n for o in outs for n in o.get("failed", [])}}
         for n in sizes:
-            secs = [o["fanout"][str(n)]["seconds"] for o in outs if str(n) in o["fanout"]]
-            if secs:
-                row["rate"][n] = n / statistics.median(secs)
-                row["rss"][n] = statistics.median(o["fanout"][str(n)]["rss_growth"] for o in outs
-                                                  if str(n) in o["fanout"])
+            done = [o["fanout"][str(n)] for o in outs if str(n) in o["fanout"]]
+            if done:
+                row["rate"][n] = n / statistics.median(d["seconds"] for d in done)
+                row["rss"][n] = statistics.median(d["rss_growth"] for d in done)
+                row["rounds"][n] = len(done)
+                cpu = [d["cpu_s"] for d in done if "cpu_s" in d]
+                if cpu:
+                    row["cpu"][n] = statistics.median(cpu)
         lat = [x for o in outs for x in o["latency_ms"]]
         row["p50"], row["p99"] = median_or_nan(lat), pct(lat, 0.99)
         hpo = [x for o in outs for x in o["hpo_s"]]
@@ -115,7 +124,9 @@ def markdown(rows: dict[str, dict], raw: dict[str, list[float]], sizes: list[int
     lines += [f"| system | {cols} | p50 ms | p99 ms | HPO s/iteration | HPO overhead/iteration |",
               "|---|" + "---:|" * (len(sizes) + 4)]
     for row in rows.values():
-        rates = " | ".join(f"{row['rate'][n]:,.0f}" if n in row["rate"] else
+        rates = " | ".join(f"{row['rate'][n]:,.0f}" + (f" ({row['rounds'][n]}/{args.repeat})"
+                                                        if row["rounds"][n] < args.repeat else "")
+                           if n in row["rate"] else
                            ("failed" if n in row["failed"] else "skipped") for n in sizes)
         lines.append(f"| {row['name']} | {rates} | {row['p50']:.2f} | {row['p99']:.2f} | {row['hpo']:.3f} | "
                      f"{(row['hpo'] - HPO_IDEAL) * 1000:.0f} ms |")
@@ -124,29 +135,97 @@ def markdown(rows: dict[str, dict], raw: dict[str, list[float]], sizes: list[int
             lines.append(f"| {broker} publish+consume (ceiling) | {statistics.median(rates):,.0f} msg/s |"
                          + " |" * (len(sizes) + 3))
     lines += ["", f"HPO loop: 10 iterations x 20 jobs of a 10 ms function; the ideal iteration on 2 workers is "
-              f"{HPO_IDEAL * 1000:.0f} ms, overhead = measured - ideal.", "", "## Ratios", ""]
-    base = max(sizes)
-
-    def ratio(a: str, b: str, n: int) -> str:
-        ra, rb = rows.get(a, {}).get("rate", {}).get(n), rows.get(b, {}).get("rate", {}).get(n)
-        return f"{ra / rb:.2f}" if ra and rb else "n/a"
-
-    for n in sizes:
-        lines.append(f"- {n:,} jobs: iworkflow local / PPE.map = {ratio('iworkflow-local', 'ppe', n)} (target "
-                     f">= 0.83, i.e. within 1.2x); iworkflow RabbitMQ / Celery = "
-                     f"{ratio('iworkflow-rabbitmq', 'celery', n)} (target >= 1.5; bundles off: "
-                     f"{ratio('iworkflow-rabbitmq-single', 'celery', n)})")
-    for system in ("iworkflow-rabbitmq", "iworkflow-rabbitmq-single", "iworkflow-activemq"):
-        row = rows.get(system)
-        if row and row["rate"].get(base) and row["ceiling"] == row["ceiling"]:
-            lines.append(f"- {row['name']} / raw broker ceiling at {base:,} jobs = "
-                         f"{row['rate'][base] / row['ceiling']:.2f} (target >= 0.5)")
+              f"{HPO_IDEAL * 1000:.0f} ms, overhead = measured - ideal.",
+              "A cell that is the median of fewer rounds than the run's says so, e.g. `(1/3)`.", ""]
+    lines += ratio_tables(rows, sizes) + targets(rows, sizes)
     lines += ["", "## Driver memory growth (peak RSS - RSS before the fan-out, MiB)", "",
               f"| system | {cols} |", "|---|" + "---:|" * len(sizes)]
     for row in rows.values():
         lines.append(f"| {row['name']} | " + " | ".join(
             f"{row['rss'][n] / 2**20:.1f}" if n in row["rss"] else "skipped" for n in sizes) + " |")
+    lines += ["", "## Driver cost per job: RSS growth / jobs pending (bytes) and driver CPU (µs)", "",
+              "Peak RSS growth of the driver during the fan-out divided by the jobs in it (all are pending at the "
+              "start), and the driver process's own CPU time (all threads, not its worker children) per job.", "",
+              f"| system | {cols} |", "|---|" + "---:|" * len(sizes)]
+    for row in rows.values():
+        lines.append(f"| {row['name']} | " + " | ".join(
+            (f"{row['rss'][n] / n:,.0f} B, {row['cpu'][n] / n * 1e6:,.1f} µs" if n in row["cpu"] else
+             f"{row['rss'][n] / n:,.0f} B") if n in row["rss"] else "skipped" for n in sizes) + " |")
     return "\n".join(lines) + "\n"
+
+
+def rate_of(rows: dict[str, dict], system: str, n: int) -> float | None:
+    return rows.get(system, {}).get("rate", {}).get(n)
+
+
+def ratio_tables(rows: dict[str, dict], sizes: list[int]) -> list[str]:
+    """iworkflow local / peer and iworkflow RabbitMQ / peer throughput, per size (> 1: iworkflow faster)."""
+    lines = ["## Ratios: iworkflow throughput / peer throughput (> 1 means iworkflow is faster)", ""]
+    cols = " | ".join(f"{n:,} jobs" for n in sizes)
+    for mine in ("iworkflow-local", "iworkflow-rabbitmq"):
+        if mine not in rows:
+            continue
+        lines += [f"| {rows[mine]['name']} / | {cols} |", "|---|" + "---:|" * len(sizes)]
+        for peer in PEERS:
+            if peer in rows:
+                cells = []
+                for n in sizes:
+                    a, b = rate_of(rows, mine, n), rate_of(rows, peer, n)
+                    cells.append(f"{a / b:.2f}" if a and b else "n/a")
+                lines.append(f"| {rows[peer]['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def targets(rows: dict[str, dict], sizes: list[int]) -> list[str]:
+    """The issue's targets, each with the measured figure and met / NOT met."""
+    def verdict(ok: bool | None) -> str:
+        return "n/a (not measured)" if ok is None else ("met" if ok else "NOT met")
+
+    lines = ["## Targets (issue 20)", ""]
+    n = 100_000 if 100_000 in sizes else max(sizes)
+    a, b = rate_of(rows, "iworkflow-rabbitmq", n), rate_of(rows, "celery-redis-chunks", n)
+    lines.append(f"- RabbitMQ fan-out >= 2x Celery chunks on Redis at {n:,} jobs: "
+                 f"{f'{a / b:.2f}x' if a and b else 'n/a'} -> {verdict(a / b >= 2 if a and b else None)}")
+    row = rows.get("iworkflow-rabbitmq", {})
+    cpu = row.get("cpu", {}).get(n)
+    lines.append(f"- driver CPU <= 20 µs per job on RabbitMQ at {n:,} jobs: "
+                 f"{f'{cpu / n * 1e6:.1f} µs' if cpu else 'n/a'} -> {verdict(cpu / n <= 20e-6 if cpu else None)}")
+    a = rate_of(rows, "iworkflow-local", n)
+    lines.append(f"- local executor >= 100,000 jobs/s at {n:,} jobs: {f'{a:,.0f}/s' if a else 'n/a'} -> "
+                 f"{verdict(a >= 100_000 if a else None)}")
+    pairs = [(m, rate_of(rows, "iworkflow-local", m), rate_of(rows, "ppe", m)) for m in sizes]
+    worst = min((x / y for _m, x, y in pairs if x and y), default=None)
+    lines.append(f"- local >= 1.0x PPE chunksize 1 at every size: worst {f'{worst:.2f}x' if worst else 'n/a'} -> "
+                 f"{verdict(worst >= 1.0 if worst else None)}")
+    p50 = row.get("p50")
+    lines.append(f"- p50 round trip over RabbitMQ <= 2.0 ms: {f'{p50:.2f} ms' if p50 else 'n/a'} -> "
+                 f"{verdict(p50 <= 2.0 if p50 == p50 and p50 else None)}")
+    for system in ("iworkflow-rabbitmq", "iworkflow-activemq"):
+        hpo = rows.get(system, {}).get("hpo")
+        ok = None if hpo is None or hpo != hpo else (hpo - HPO_IDEAL) <= 0.005
+        lines.append(f"- HPO overhead <= 5 ms/iteration, {system}: "
+                     f"{f'{(hpo - HPO_IDEAL) * 1000:.0f} ms' if ok is not None else 'n/a'} -> {verdict(ok)}")
+    for system in ("iworkflow-local", "iworkflow-rabbitmq"):
+        if not rows.get(system, {}).get("rss"):
+            lines.append(f"- {system}: 1,000,000 jobs in < 1 GiB driver growth -> n/a (not measured)")
+            continue
+        big = max(rows[system]["rss"])
+        growth = rows[system]["rss"][big]
+        if big >= 1_000_000:
+            ok = growth < 2**30 and growth / big <= 1024
+            lines.append(f"- {system}: 1,000,000 jobs, driver peak RSS growth {growth / 2**20:,.0f} MiB "
+                         f"({growth / big:,.0f} B/job; target < 1 GiB and <= 1 KiB/job) -> {verdict(ok)}")
+        else:
+            lines.append(f"- {system}: 1,000,000 jobs in < 1 GiB driver growth -> n/a (not run; at {big:,} jobs: "
+                         f"{growth / big:,.0f} B/job)")
+    for system in ("iworkflow-rabbitmq", "iworkflow-rabbitmq-single", "iworkflow-activemq"):
+        r = rows.get(system)
+        big = max(r["rate"]) if r and r["rate"] else None
+        if big and r["ceiling"] == r["ceiling"]:
+            lines.append(f"- {r['name']} / raw broker ceiling at {big:,} jobs = {r['rate'][big] / r['ceiling']:.2f} "
+                         "(earlier target >= 0.5)")
+    return lines
 
 
 def plot(rows: dict[str, dict], sizes: list[int], path: Path) -> None:
@@ -179,6 +258,10 @@ def main() -> None:
     size.add_argument("--quick", action="store_true", help="1,000 jobs, 50 round trips, one round")
     size.add_argument("--full", action="store_true", help="also 30,000 and 100,000 jobs (budget-limited)")
     parser.add_argument("--repeat", type=int, default=None, help="rounds (default 2; --quick: 1)")
+    parser.add_argument("--sizes", default="", help="comma-separated fan-out sizes, instead of the preset's")
+    parser.add_argument("--million", action="store_true", help="also 1,000,000 jobs for the systems that can take "
+                        "it (" + ",".join(sorted(MILLION)) + "), when projected under --million-budget")
+    parser.add_argument("--million-budget", type=float, default=600.0, help="budget for the 1,000,000 size (s)")
     parser.add_argument("--systems", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--trips", type=int, default=None, help="round trips per system and round (default 200)")
     parser.add_argument("--budget", type=float, default=90.0, help="skip a fan-out projected longer than this (s)")
@@ -190,16 +273,21 @@ def main() -> None:
     parser.add_argument("--tag", default="summary", help="output name: results/<tag>.md, results/<tag>.png")
     args = parser.parse_args()
     args.systems = [s for s in args.systems.split(",") if s]
-    args.sizes = [1000] if args.quick else [1000, 3000, 10000] + ([30000, 100000] if args.full else [])
+    args.sizes = [int(x) for x in args.sizes.split(",") if x] or (
+        [1000] if args.quick else [1000, 3000, 10000] + ([30000, 100000] if args.full else []))
+    unknown = [s for s in args.systems if s not in ALL]
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {','.join(ALL)}")
     args.repeat = args.repeat or (1 if args.quick else 2)
     args.trips = args.trips or (50 if args.quick else 200)
     runs, raw = collect(args)
-    rows = summarise(runs, raw, args.sizes)
+    sizes = args.sizes + ([1_000_000] if args.million else [])
+    rows = summarise(runs, raw, sizes)
     RESULTS.mkdir(exist_ok=True)
-    text = markdown(rows, raw, args.sizes, args)
+    text = markdown(rows, raw, sizes, args)
     (RESULTS / f"{args.tag}.md").write_text(text)
     (RESULTS / f"{args.tag}.json").write_text(json.dumps({"runs": runs, "raw": raw}, indent=1))
-    plot(rows, args.sizes, RESULTS / f"{args.tag}.png")
+    plot(rows, sizes, RESULTS / f"{args.tag}.png")
     print("\n" + text)
 
 

@@ -27,11 +27,11 @@ logger = logging.getLogger(__name__)
 
 RABBITMQ = os.environ.get("BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 ACTIVEMQ = os.environ.get("BENCH_STOMP", "stomp://admin:admin@127.0.0.1:61613")
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
 BIN = Path(sys.executable).parent
 WORKERS = 2
 #: run_all.py names a baseline checkout's rows with this suffix
 LABEL = os.environ.get("BENCH_LABEL", "")
-HPO_SLEEP = 0.010
 
 
 def noop(i: int) -> int:
@@ -39,7 +39,9 @@ def noop(i: int) -> int:
 
 
 def sleep10(i: int) -> int:
-    time.sleep(HPO_SLEEP)
+    import time as clock  # Parsl ships this function by value: its module globals do not travel with it
+
+    clock.sleep(0.010)
     return i
 
 
@@ -175,9 +177,14 @@ class IworkflowSystem(System):
 
 
 class PoolSystem(System):
-    """``concurrent.futures.ProcessPoolExecutor``: ``map`` (chunksize 1) and ``submit().result()``."""
+    """``concurrent.futures.ProcessPoolExecutor``: ``map`` and ``submit().result()``.
 
-    name = "ProcessPoolExecutor"
+    ``chunksize=None`` is the tuned map an expert writes: ``n // (8 * workers)`` jobs per chunk (8 chunks per
+    worker, so the tail stays balanced), at least 1."""
+
+    def __init__(self, chunksize: int | None = 1):
+        self.chunksize = chunksize
+        self.name = "ProcessPoolExecutor" + (" (chunksize 1)" if chunksize == 1 else ", chunksize n/(8 workers)")
 
     def start(self) -> None:
         from concurrent.futures import ProcessPoolExecutor
@@ -186,7 +193,8 @@ class PoolSystem(System):
         list(self.pool.map(noop, range(WORKERS * 4)))
 
     def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
-        if list(self.pool.map(func, range(n), timeout=timeout)) != list(range(n)):
+        chunksize = self.chunksize or max(1, n // (8 * WORKERS))
+        if list(self.pool.map(func, range(n), timeout=timeout, chunksize=chunksize)) != list(range(n)):
             raise AssertionError("PPE results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -200,9 +208,13 @@ CELERY_APP = '''
 import os, time
 from celery import Celery
 
-app = Celery("bench", broker=os.environ["BENCH_CELERY_BROKER"], backend="rpc://")
+app = Celery("bench", broker=os.environ["BENCH_CELERY_BROKER"], backend=os.environ["BENCH_CELERY_BACKEND"])
 app.conf.task_default_queue = os.environ["BENCH_CELERY_QUEUE"]
 app.conf.worker_hijack_root_logger = False
+app.conf.result_expires = 3600
+if os.environ.get("BENCH_CELERY_KEYPREFIX"):  # Redis: every key this run makes starts with it, so close() finds them
+    app.conf.broker_transport_options = {"global_keyprefix": os.environ["BENCH_CELERY_KEYPREFIX"]}
+    app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["BENCH_CELERY_KEYPREFIX"]}
 
 
 @app.task
@@ -218,21 +230,34 @@ def sleep10(i):
 
 
 class CelerySystem(System):
-    """Celery on the same RabbitMQ, rpc:// results, 2 prefork workers of concurrency 1."""
+    """Celery, 2 prefork workers of concurrency 1: on RabbitMQ with rpc:// results, or on Redis with Redis results.
 
-    name = "Celery (RabbitMQ)"
+    ``group``: one task per job. ``chunks``: ``task.chunks(zip(range(n)), n // (8 * workers)).group()``, the way
+    Celery's docs batch many small tasks (same chunk rule as the tuned ProcessPoolExecutor)."""
+
+    def __init__(self, broker: str, mode: str = "group"):
+        self.broker = broker
+        self.mode = mode
+        where = "Redis" if broker.startswith("redis") else "RabbitMQ"
+        self.name = f"Celery {mode} ({where})"
+        self.procs: list[subprocess.Popen] = []
+        self.keyprefix = ""
 
     def start(self) -> None:
         workdir = Path(tempfile.mkdtemp(prefix="bench-celery-"))
         (workdir / "bench_celery_app.py").write_text(textwrap.dedent(CELERY_APP))
-        queue = f"bench-celery-{uuid.uuid4().hex[:8]}"
-        os.environ.update(BENCH_CELERY_BROKER=RABBITMQ, BENCH_CELERY_QUEUE=queue)
-        self.queue = queue
+        tag = uuid.uuid4().hex[:8]
+        self.queue = f"bench-celery-{tag}"
+        redis = self.broker.startswith("redis")
+        self.keyprefix = f"bench-celery-{tag}:" if redis else ""
+        os.environ.update(BENCH_CELERY_BROKER=self.broker, BENCH_CELERY_QUEUE=self.queue,
+                          BENCH_CELERY_BACKEND=self.broker if redis else "rpc://",
+                          BENCH_CELERY_KEYPREFIX=self.keyprefix)
         env = dict(os.environ, PYTHONPATH=f"{workdir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         sys.path.insert(0, str(workdir))
         logs = [workdir / f"worker{i}.log" for i in range(WORKERS)]
         self.procs = [subprocess.Popen([str(BIN / "celery"), "-A", "bench_celery_app", "worker", "--concurrency", "1",
-                                        "--pool", "prefork", "-n", f"bench{i}@%h", "--loglevel", "INFO",
+                                        "--pool", "prefork", "-n", f"bench{tag}-{i}@%h", "--loglevel", "INFO",
                                         "--without-gossip", "--without-mingle", "--without-heartbeat", "--logfile",
                                         str(logs[i])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                        cwd=workdir) for i in range(WORKERS)]
@@ -250,7 +275,13 @@ class CelerySystem(System):
         from celery import group
 
         task = self.app.noop if func is noop else self.app.sleep10
-        if group(task.s(i) for i in range(n))().get(timeout=timeout) != list(range(n)):
+        if self.mode == "chunks" and func is noop:
+            size = max(1, n // (8 * WORKERS))
+            out = [x for chunk in task.chunks(((i,) for i in range(n)), size).group()().get(timeout=timeout)
+                   for x in chunk]
+        else:  # the HPO loop's 20 x 10 ms jobs are one task each in both modes
+            out = group(task.s(i) for i in range(n))().get(timeout=timeout)
+        if out != list(range(n)):
             raise AssertionError("celery results out of place")
 
     def roundtrip(self, i: int) -> None:
@@ -263,6 +294,47 @@ class CelerySystem(System):
             stop(self.procs)
             with self.app.app.connection_for_write() as conn:
                 conn.default_channel.queue_delete(self.queue)  # durable: it would outlive the run
+            if self.keyprefix:
+                import redis
+
+                client = redis.Redis.from_url(self.broker)
+                keys = list(client.scan_iter(match=self.keyprefix + "*", count=1000))
+                if keys:
+                    client.delete(*keys)  # only this run's keys: all of them carry its prefix
+
+
+class ParslSystem(System):
+    """Parsl HighThroughputExecutor on this host: one block of 2 workers x 1 core, ``python_app`` futures."""
+
+    name = "Parsl HTEX"
+
+    def start(self) -> None:
+        import parsl
+        from parsl.config import Config
+        from parsl.executors import HighThroughputExecutor
+        from parsl.providers import LocalProvider
+
+        os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"  # interchange.py and the worker pool
+        htex = HighThroughputExecutor(label="htex", max_workers_per_node=WORKERS, cores_per_worker=1,
+                                      address="127.0.0.1",
+                                      provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1))
+        parsl.load(Config(executors=[htex], strategy="none", run_dir=tempfile.mkdtemp(prefix="bench-parsl-")))
+        self.parsl = parsl
+        self.apps = {noop: parsl.python_app(noop, executors=["htex"]),
+                     sleep10: parsl.python_app(sleep10, executors=["htex"])}
+        self.fanout(20)
+
+    def fanout(self, n: int, func=noop, timeout: float = 900.0) -> None:
+        app = self.apps[func]
+        futures = [app(i) for i in range(n)]
+        if [f.result(timeout=timeout) for f in futures] != list(range(n)):
+            raise AssertionError("parsl results out of place")
+
+    def roundtrip(self, i: int) -> None:
+        assert self.apps[noop](i).result(timeout=60) == i
+
+    def close(self) -> None:
+        self.parsl.dfk().cleanup()
 
 
 class DaskSystem(System):
@@ -326,31 +398,41 @@ SYSTEMS: dict[str, Callable[[], System]] = {
                                                          bundles="off"),
     "iworkflow-activemq": lambda: IworkflowSystem("iworkflow ActiveMQ" + LABEL, ACTIVEMQ),
     "ppe": PoolSystem,
-    "celery": CelerySystem,
+    "ppe-tuned": lambda: PoolSystem(chunksize=None),
+    "celery": lambda: CelerySystem(RABBITMQ, "group"),
+    "celery-chunks": lambda: CelerySystem(RABBITMQ, "chunks"),
+    "celery-redis": lambda: CelerySystem(REDIS, "group"),
+    "celery-redis-chunks": lambda: CelerySystem(REDIS, "chunks"),
+    "parsl": ParslSystem,
     "dask": DaskSystem,
     "ray": RaySystem,
 }
 
 
-def measure(system: System, sizes: list[int], trips: int, hpo: bool, budget: float) -> dict[str, Any]:
-    """Fan-out per size (skipping sizes projected past ``budget`` seconds), round trips, HPO loop."""
+def measure(system: System, sizes: list[int], trips: int, hpo: bool, budget: float,
+            big_budget: float | None = None) -> dict[str, Any]:
+    """Fan-out per size (skipping sizes projected past ``budget`` seconds, ``big_budget`` from 1,000,000 jobs),
+    round trips, HPO loop.  ``cpu_s`` is the driver process's own CPU time (all its threads, not its children)."""
     out: dict[str, Any] = {"name": system.name, "fanout": {}, "skipped": [], "failed": [], "latency_ms": [],
                            "hpo_s": []}
     rate = None
     for n in sizes:
-        if rate is not None and n / rate > budget:
+        allowed = big_budget if big_budget and n >= 1_000_000 else budget
+        if rate is not None and n / rate > allowed:
             out["skipped"].append(n)
             continue
         with RssPeak() as rss:
             start = time.perf_counter()
+            cpu = time.process_time()
             try:
-                system.fanout(n, timeout=max(60.0, 3 * budget))
+                system.fanout(n, timeout=max(60.0, 3 * allowed))
             except Exception as err:  # noqa: BLE001 - a peer failing at one size keeps the rest of its row
                 logger.error("%s: %d-job fan-out failed: %s: %s", system.name, n, type(err).__name__, err)
                 out["failed"].append(n)
                 break
             elapsed = time.perf_counter() - start
-        out["fanout"][str(n)] = {"seconds": elapsed, "rss_growth": rss.growth}
+            cpu = time.process_time() - cpu
+        out["fanout"][str(n)] = {"seconds": elapsed, "rss_growth": rss.growth, "cpu_s": cpu}
         rate = n / elapsed
     if out["failed"]:
         return out  # a peer that just failed may be wedged: its later numbers would not mean much
@@ -373,12 +455,13 @@ def main() -> None:
     parser.add_argument("--trips", type=int, default=100)
     parser.add_argument("--hpo", action="store_true")
     parser.add_argument("--budget", type=float, default=60.0, help="skip a size projected to take longer (s)")
+    parser.add_argument("--big-budget", type=float, default=None, help="the same from 1,000,000 jobs (s)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     system = SYSTEMS[args.system]()
     system.start()
     try:
-        result = measure(system, args.sizes, args.trips, args.hpo, args.budget)
+        result = measure(system, args.sizes, args.trips, args.hpo, args.budget, args.big_budget)
     finally:
         system.close()
     print("BENCH-JSON " + json.dumps(result), flush=True)
