@@ -99,6 +99,26 @@ def stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+def delete_exchanges(prefix: str) -> None:
+    """Delete the RabbitMQ exchanges whose names start with this run's own prefix (events, holders, control)."""
+    import pika
+
+    try:
+        out = subprocess.run(["rabbitmqctl", "-q", "list_exchanges", "name", "--no-table-headers"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    names = [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
+    if names:
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ))
+        try:
+            channel = connection.channel()
+            for name in names:
+                channel.exchange_delete(exchange=name)
+        finally:
+            connection.close()
+
+
 class System:
     """One peer: ``fanout(n)`` and ``roundtrip(i)`` raise if a result is missing or misplaced."""
 
@@ -133,7 +153,7 @@ class IworkflowSystem(System):
         if self.broker is None:
             iworkflow.configure(executor="local", slots=WORKERS)
         else:
-            prefix = f"bench{uuid.uuid4().hex[:8]}."
+            prefix = self.prefix = f"bench{uuid.uuid4().hex[:8]}."
             env = dict(os.environ, IWORKFLOW_DESTINATION_PREFIX=prefix, IWORKFLOW_BROKER=self.broker)
             self.procs = [subprocess.Popen([str(BIN / "iworkflow"), "worker", "--queue", "bench", "--slots", "1"],
                                            stdout=subprocess.PIPE, env=env)
@@ -174,6 +194,10 @@ class IworkflowSystem(System):
             for queue in ("jobs.bench", "jobs.bench.drivers", "dlq"):
                 bus.delete_queue(queue)  # durable queues of this run's prefix would pile up on the broker
         iworkflow.shutdown()
+        if self.broker is not None and self.broker.startswith("amqp"):
+            delete_exchanges(self.prefix)
+
+
 
 
 class PoolSystem(System):
@@ -294,6 +318,7 @@ class CelerySystem(System):
             stop(self.procs)
             with self.app.app.connection_for_write() as conn:
                 conn.default_channel.queue_delete(self.queue)  # durable: it would outlive the run
+                conn.default_channel.exchange_delete(self.queue)  # Celery's direct exchange named after the queue
             if self.keyprefix:
                 import redis
 
