@@ -6,14 +6,29 @@ import pickle
 import struct
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, Callable
 
-from .envelope import Envelope, decode, encode
+from .envelope import Envelope, decode, encode, encode_fields
 from .errors import ErrorInfo, InvalidMessage
 
 
+class _Positional:
+    """Pickles a frozen dataclass as its class and field values in order: no field names on the wire and no
+    ``__setstate__`` walk, so each job or result message is ~100 bytes shorter and quicker to pickle and load."""
+
+    __slots__ = ()
+    _values: Callable[[Any], tuple] | None = None
+
+    def __reduce__(self):
+        cls = type(self)
+        if cls.__dict__.get("_values") is None:  # set once per class, after @dataclass has listed the fields
+            cls._values = staticmethod(attrgetter(*cls.__dataclass_fields__))
+        return cls, cls._values(self)
+
+
 @dataclass(frozen=True)
-class SourceRef:
+class SourceRef(_Positional):
     """Where a job finds the workflow's source tree: a content hash and the store that holds it, or the
     tarball itself (``data``: a detached driver's job carries its tree, since its submitter may be gone)."""
 
@@ -23,7 +38,7 @@ class SourceRef:
 
 
 @dataclass(frozen=True)
-class JobPayload:
+class JobPayload(_Positional):
     """Everything a runner needs to execute one job.  ``func`` is pickled once per Work and shared."""
 
     func: bytes
@@ -39,7 +54,7 @@ class JobPayload:
 
 
 @dataclass(frozen=True)
-class JobMetrics:
+class JobMetrics(_Positional):
     start: float = 0.0
     end: float = 0.0
     worker: str = ""
@@ -51,7 +66,7 @@ class JobMetrics:
 
 
 @dataclass(frozen=True)
-class ResultPayload:
+class ResultPayload(_Positional):
     """A job's outcome: the pickled value, or the error that ended it."""
 
     ok: bool
@@ -150,7 +165,7 @@ def encode_bundle(members: list[bytes], secret: bytes, **header: Any) -> bytes:
     """One signed message carrying several signed job (or result) messages of one work, sent and settled
     together: for short jobs, the broker then moves one message per bundle instead of one per job."""
     body = b"".join(_LENGTH.pack(len(m)) + m for m in members)
-    return encode(Envelope(kind="bundle", body=body, **header), secret)
+    return encode_fields("bundle", body, secret, **header)
 
 
 def split_bundle(env: Envelope) -> list[bytes]:
@@ -171,8 +186,7 @@ def split_bundle(env: Envelope) -> list[bytes]:
 
 
 def encode_payload(kind: str, payload: Any, secret: bytes, **header: Any) -> bytes:
-    body = pickle.dumps(payload, protocol=5)
-    return encode(Envelope(kind=kind, body=body, **header), secret)
+    return encode_fields(kind, pickle.dumps(payload, protocol=5), secret, **header)
 
 
 def decode_payload(data: bytes, secret: bytes, expect: str) -> tuple[Envelope, Any]:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from iworkflow.envelope import Envelope, _split, decode, encode, peek_header
+from iworkflow.envelope import Envelope, _split, decode, encode, encode_fields, peek_header
 from iworkflow.ids import new_id
 from iworkflow.errors import BadSignature, InvalidMessage
 from iworkflow.messages import Event, decode_event, encode_event
@@ -20,6 +20,19 @@ def test_round_trip_keeps_every_header_field_and_the_body():
     env = Envelope(kind="job", body=b"\x00payload", workflow_id="wf", work_id="w", job_key="k", attempt=3)
     back = decode(encode(env, SECRET), SECRET)
     assert back == env
+
+
+@pytest.mark.parametrize("extra", [{}, {"reply_to": "results.driver-1", "driver": True, "walltime": 30.0,
+                                    "source": "a" * 64, "source_from": "blobs.driver-1"}])
+def test_encode_fields_writes_the_same_bytes_as_encoding_the_envelope(extra):
+    fields = dict(workflow_id="wf", work_id="w", job_key="k", attempt=2, id="abc", ts=1700000000.5, **extra)
+    assert encode_fields("job", b"\x00body", SECRET, **fields) == encode(Envelope(kind="job", body=b"\x00body",
+                                                                                  **fields), SECRET)
+
+
+def test_encode_fields_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="unknown envelope kind"):
+        encode_fields("jobb", b"x", SECRET)
 
 
 def test_a_different_secret_is_refused_as_bad_signature():
