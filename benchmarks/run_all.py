@@ -234,21 +234,25 @@ def plot(rows: dict[str, dict], sizes: list[int], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
+    colors = plt.get_cmap("tab20").colors
+    for axis in axes[:2]:
+        axis.set_prop_cycle(color=colors, marker=["o", "s", "^", "v", "D"] * 4)
     for row in rows.values():
         ns = sorted(row["rate"])
-        axes[0].plot(ns, [n / row["rate"][n] for n in ns], marker="o", label=row["name"])
-        axes[1].plot(ns, [row["rss"][n] / 2**20 for n in ns], marker="o", label=row["name"])
+        axes[0].plot(ns, [n / row["rate"][n] for n in ns], label=row["name"])
+        axes[1].plot(ns, [row["rss"][n] / 2**20 for n in ns], label=row["name"])
     names = [r["name"] for r in rows.values()]
     axes[2].barh(names, [r["p50"] for r in rows.values()], label="p50")
     axes[2].barh(names, [r["p99"] - r["p50"] for r in rows.values()], left=[r["p50"] for r in rows.values()],
                  alpha=0.4, label="p99")
     axes[0].set(xscale="log", yscale="log", xlabel="jobs", ylabel="fan-out wall time (s)", title="time vs jobs")
-    axes[1].set(xscale="log", xlabel="jobs", ylabel="driver RSS growth (MiB)", title="driver memory vs jobs")
+    axes[1].set(xscale="log", yscale="log", xlabel="jobs", ylabel="driver RSS growth (MiB)",
+                title="driver memory vs jobs")
     axes[2].set(xscale="log", xlabel="single-job round trip (ms)", title="latency p50 / p99")
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8)
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(path, dpi=110)
 
 
