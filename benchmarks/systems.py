@@ -100,23 +100,27 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 
 def delete_exchanges(prefix: str) -> None:
-    """Delete the RabbitMQ exchanges whose names start with this run's own prefix (events, holders, control)."""
+    """Delete the RabbitMQ exchanges under this run's own prefix: iworkflow's three fanouts by name (no listing
+    needed, so a slow ``rabbitmqctl`` on a loaded machine cannot leave them behind), plus any other it lists."""
     import pika
 
+    names = {prefix + name for name in ("events", "holders", "control")}
     try:
         out = subprocess.run(["rabbitmqctl", "-q", "list_exchanges", "name", "--no-table-headers"],
                              capture_output=True, text=True, timeout=60).stdout
+        names.update(n.strip() for n in out.splitlines() if n.strip().startswith(prefix))
     except (OSError, subprocess.TimeoutExpired):
-        return
-    names = [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
-    if names:
-        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ))
-        try:
-            channel = connection.channel()
-            for name in names:
+        pass
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ))
+    try:
+        channel = connection.channel()
+        for name in sorted(names):
+            try:
                 channel.exchange_delete(exchange=name)
-        finally:
-            connection.close()
+            except pika.exceptions.ChannelClosed:  # a broker that refuses deleting an absent exchange
+                channel = connection.channel()
+    finally:
+        connection.close()
 
 
 class System:
