@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import result_store, serialization
+from . import progress, result_store, serialization
 from .bus.base import Delivery
 from .envelope import Envelope
 from .errors import ErrorInfo, InvalidMessage
@@ -357,7 +357,7 @@ class AsyncResult:
         """Block until the results needed are in; False if the timeout passed first."""
         timeout = self.timeout if timeout is None else timeout
         deadline = None if not timeout else time.monotonic() + timeout
-        with self._cond:
+        with progress.watching(self, self._runtime.settings.progress), self._cond:
             while not self._done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

@@ -70,6 +70,8 @@ class Settings:
     #: (replicated over a RabbitMQ cluster; the broker counts deliveries)
     job_queue_type: str = "classic"
     log_level: str = "WARNING"
+    #: the driver's progress bars while it waits: "auto" (on a terminal only), "on" or "off"
+    progress: str = "auto"
     #: a worker refuses a job message signed longer ago than this (seconds), allowing ``clock_skew`` between
     #: machines: a captured message cannot be replayed later (the job fails, saying so)
     job_max_age: float = 6 * 3600.0

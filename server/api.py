@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security, status
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
@@ -129,9 +131,13 @@ def check_parameters(request: Request) -> None:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     """Build the FastAPI application around a context; the OpenAPI schema is at /openapi.json."""
-    app = FastAPI(title="iworkflow server", version="1", description="DAG records, monitor, source cache.")
-    read = [Depends(ctx.policy.require_read)]
-    write = [Depends(ctx.policy.require_write)]
+    app = FastAPIOffline(title="iworkflow server", version="1", description="DAG records, monitor, source cache.",
+                         swagger_ui_parameters={"persistAuthorization": True})
+    # declares the bearer token in the OpenAPI schema (Swagger UI's "Authorize"); the policy does the checking
+    bearer = Security(HTTPBearer(auto_error=False, scheme_name="token",
+                                 description="the server's IWORKFLOW_TOKEN: 'Authorization: Bearer <token>'"))
+    read = [Depends(ctx.policy.require_read)] + ([bearer] if ctx.policy.read_token_required else [])
+    write = [Depends(ctx.policy.require_write), bearer]
     api = APIRouter(prefix="/api", dependencies=[Depends(check_parameters)])
 
     @app.exception_handler(queries.NotFound)
@@ -150,10 +156,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def list_workflows(status_: str | None = Query(None, alias="status", description="statuses, comma-separated"),
                        name: str | None = Query(None, max_length=255, description="exact workflow name"),
                        parent_id: str | None = Query(None, max_length=64, description="sub-workflows of this one"),
+                       top: bool = Query(False, description="only workflows not nested in another"),
                        limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)):
         with ctx.db.session() as s:
             return queries.list_workflows(s, _statuses(status_, WORK_STATUSES), limit, offset, name=name,
-                                          parent_id=parent_id)
+                                          parent_id=parent_id, top=top)
 
     @api.get("/workflows/{ref}", dependencies=read, response_model=WorkflowDetail)
     def get_workflow(ref: str):

@@ -142,11 +142,21 @@ def workflow_out(session: Session, wf: WorkflowRecord, counts: Counts | None = N
     out.n_works = session.scalar(select(func.count()).select_from(WorkRecord)
                                  .where(WorkRecord.workflow_id == wf.id)) or 0
     out.counts = counts if counts is not None else workflow_counts(session, [wf.id]).get(wf.id, Counts())
+    out.n_children = _child_counts(session, [wf.id]).get(wf.id, 0)
     return out
 
 
+def _child_counts(session: Session, ids: list[str]) -> dict[str, int]:
+    if not ids:
+        return {}
+    return dict(session.execute(select(WorkflowRecord.parent_id, func.count())
+                                .where(WorkflowRecord.parent_id.in_(ids))
+                                .group_by(WorkflowRecord.parent_id)).all())
+
+
 def list_workflows(session: Session, statuses: list[str], limit: int, offset: int, name: str | None = None,
-                   parent_id: str | None = None) -> list[WorkflowOut]:
+                   parent_id: str | None = None, top: bool = False) -> list[WorkflowOut]:
+    """Newest first; ``parent_id`` keeps the workflows nested in that one, ``top`` those nested in none."""
     q = select(WorkflowRecord).order_by(WorkflowRecord.submitted_at.desc().nulls_last(), WorkflowRecord.id)
     if statuses:
         q = q.where(WorkflowRecord.status.in_(statuses))
@@ -154,16 +164,21 @@ def list_workflows(session: Session, statuses: list[str], limit: int, offset: in
         q = q.where(WorkflowRecord.name == name)
     if parent_id is not None:
         q = q.where(WorkflowRecord.parent_id == parent_id)
+    if top:
+        q = q.where(WorkflowRecord.parent_id.is_(None))
     wfs = session.scalars(q.limit(limit).offset(offset)).all()
-    counts = workflow_counts(session, [w.id for w in wfs])
+    ids = [w.id for w in wfs]
+    counts = workflow_counts(session, ids)
     n_works = dict(session.execute(select(WorkRecord.workflow_id, func.count())
-                                   .where(WorkRecord.workflow_id.in_([w.id for w in wfs]))
+                                   .where(WorkRecord.workflow_id.in_(ids))
                                    .group_by(WorkRecord.workflow_id)).all())
+    children = _child_counts(session, ids)
     out = []
     for wf in wfs:
         o = WorkflowOut.model_validate(wf)
         o.counts = counts.get(wf.id, Counts())
         o.n_works = n_works.get(wf.id, 0)
+        o.n_children = children.get(wf.id, 0)
         out.append(o)
     return out
 
@@ -196,8 +211,11 @@ def dag(session: Session, wf: WorkflowRecord) -> Dag:
                             .order_by(WorkRecord.submitted_at, WorkRecord.id)).all()
     ids = {w.id for w in works}
     edges = session.scalars(select(WorkEdge).where(WorkEdge.child_id.in_(ids))).all() if ids else []
+    parent = session.get(WorkflowRecord, wf.parent_id) if wf.parent_id else None
     return Dag(workflow=workflow_out(session, wf), nodes=[work_detail(session, w) for w in works],
-               edges=[Edge(source=e.parent_id, target=e.child_id) for e in edges if e.parent_id in ids])
+               edges=[Edge(source=e.parent_id, target=e.child_id) for e in edges if e.parent_id in ids],
+               parent=workflow_out(session, parent) if parent is not None else None,
+               children=list_workflows(session, [], 1000, 0, parent_id=wf.id))
 
 
 def _fmt_ts(ts: float | None) -> str:

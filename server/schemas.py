@@ -27,6 +27,8 @@ class WorkflowOut(BaseModel):
     submitted_at: float | None = None
     finished_at: float | None = None
     n_works: int = 0
+    #: workflows started inside this one's driver (nested ``@workflow`` calls)
+    n_children: int = 0
     counts: Counts = Field(default_factory=Counts)
 
 
@@ -88,6 +90,9 @@ class Dag(BaseModel):
     workflow: WorkflowOut
     nodes: list[WorkDetail]
     edges: list[Edge]
+    #: the workflow this one was started in, if nested, and the workflows started in this one
+    parent: WorkflowOut | None = None
+    children: list[WorkflowOut] = Field(default_factory=list)
 
 
 class EventOut(BaseModel):

@@ -1,258 +1,205 @@
-// iworkflow dashboard: workflow list with live counts, and a workflow's DAG (SVG), refreshed every 2 s.
+// iworkflow dashboard: routing, the workflow list (nested workflows under their parent), a workflow's page
+// (DAG, jobs, timeline tabs; cancel), and the refresh loop. Pages live in dag.js, jobs.js, timeline.js,
+// workers.js and joblog.js.
 "use strict";
 
 const REFRESH_MS = 2000;
-const STATUSES = ["finished", "running", "retrying", "queued", "failed", "cancelled"];
-const COLORS = {
-  queued: "#9ca3af", running: "#3b82f6", retrying: "#f59e0b", finished: "#16a34a",
-  failed: "#dc2626", subfinished: "#ea580c", cancelled: "#6b7280", unknown: "#94a3b8",
-};
-const SVGNS = "http://www.w3.org/2000/svg";
-const state = { selected: null, openLogs: new Set(), logs: new Map(), timer: null };
+const LOG_REFRESH_MS = 1000;
+const state = { route: null, page: null, timer: null, openChildren: new Set() };
 
-function $(id) { return document.getElementById(id); }
-
-function el(tag, attrs, ...children) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVGNS, tag.slice(4)) : document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined) continue;
-    if (k === "onclick") node.addEventListener("click", v);
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
+function parseRoute() {
+  const h = location.hash;
+  let m = h.match(/^#\/workflow\/([^/]+)(?:\/(dag|jobs|timeline))?/);
+  if (m) return { view: "workflow", id: decodeURIComponent(m[1]), tab: m[2] || "dag", key: "wf:" + m[1] };
+  m = h.match(/^#\/job\/([^/]+)/);
+  if (m) return { view: "job", id: decodeURIComponent(m[1]), key: "job:" + m[1] };
+  if (h.startsWith("#/workers")) return { view: "workers", key: "workers" };
+  return { view: "list", key: "list" };
 }
 
-async function api(path) {
-  const headers = {};
-  const token = localStorage.getItem("iworkflow-token");
-  if (token) headers.Authorization = "Bearer " + token;
-  const res = await fetch("/api" + path, { headers, cache: "no-store" });
-  if (res.status === 401) { $("auth").hidden = false; throw new Error("this server needs a token to read"); }
-  if (!res.ok) {
-    let detail = res.statusText;
-    try { detail = (await res.json()).detail || detail; } catch (e) { /* body was not JSON */ }
-    throw new Error(detail);
-  }
-  return res.json();
-}
-
-function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString() : "-"; }
-function fmtClock(ts) { return ts ? new Date(ts * 1000).toLocaleTimeString() : "-"; }
-function fmtDur(a, b) {
-  if (!a) return "-";
-  const s = Math.max(0, (b || Date.now() / 1000) - a);
-  if (s < 1) return (s * 1000).toFixed(0) + " ms";
-  if (s < 120) return s.toFixed(1) + " s";
-  if (s < 7200) return (s / 60).toFixed(1) + " min";
-  return (s / 3600).toFixed(1) + " h";
-}
-function badge(status) { return el("span", { class: "badge " + status, "data-status": status, text: status }); }
-function short(id) { return (id || "").slice(0, 8); }
-
-function countsBar(c) {
-  const bar = el("div", { class: "bar", title: STATUSES.map(s => `${s}: ${c[s]}`).join(", ") });
-  for (const s of STATUSES) {
-    if (c[s] > 0 && c.total > 0) bar.append(el("span", { style: `width:${100 * c[s] / c.total}%;background:${COLORS[s]}` }));
-  }
-  return bar;
-}
-function countsText(c) {
-  const parts = STATUSES.filter(s => c[s] > 0).map(s => `${c[s]} ${s}`);
-  return `${c.total} job${c.total === 1 ? "" : "s"}` + (parts.length ? ": " + parts.join(", ") : "");
-}
-
-// --- list view ----------------------------------------------------------------------------------
-async function renderList() {
-  const workflows = await api("/workflows?limit=200");
-  const body = $("workflows").querySelector("tbody");
-  body.replaceChildren(...workflows.map(wf => el("tr", {
-      class: "clickable", "data-id": wf.id, onclick: () => { location.hash = "#/workflow/" + wf.id; } },
-    el("td", { text: wf.name || "(unnamed)" }),
+// --- workflow list ------------------------------------------------------------------------------
+function workflowRow(wf, depth) {
+  const open = state.openChildren.has(wf.id);
+  const toggle = wf.n_children ? el("button", { class: "children-toggle", "data-id": wf.id,
+    text: `${open ? "▾" : "▸"} ${wf.n_children} sub-workflow${wf.n_children === 1 ? "" : "s"}`,
+    onclick: ev => { ev.stopPropagation(); if (open) state.openChildren.delete(wf.id); else state.openChildren.add(wf.id); refresh(); } }) : null;
+  return el("tr", { class: "clickable wf-row" + (depth ? " nested" : ""), "data-id": wf.id, "data-parent": wf.parent_id || "",
+      onclick: () => { location.hash = "#/workflow/" + wf.id; } },
+    el("td", { style: `padding-left:${10 + depth * 22}px` }, depth ? "↳ " : "", wf.name || "(unnamed)", " ", toggle),
     el("td", { class: "mono", text: short(wf.id) }),
     el("td", {}, badge(wf.status)),
     el("td", { text: String(wf.n_works) }),
     el("td", {}, el("div", { class: "counts", text: countsText(wf.counts) }), countsBar(wf.counts)),
     el("td", { text: fmtTime(wf.submitted_at) }),
-    el("td", { text: fmtDur(wf.submitted_at, wf.finished_at) }),
-  )));
-  $("empty").hidden = workflows.length > 0;
-  $("crumbs").replaceChildren();
+    el("td", { text: fmtDur(wf.submitted_at, wf.finished_at) }));
 }
 
-// --- DAG layout ---------------------------------------------------------------------------------
-function layout(dag) {
-  const ids = dag.nodes.map(n => n.id);
-  const parents = new Map(ids.map(id => [id, []]));
-  for (const e of dag.edges) if (parents.has(e.target)) parents.get(e.target).push(e.source);
-  const level = new Map();
-  const depth = (id, seen) => {
-    if (level.has(id)) return level.get(id);
-    if (seen.has(id)) return 1;
-    seen.add(id);
-    const ps = parents.get(id) || [];
-    const d = ps.length ? 1 + Math.max(...ps.map(p => depth(p, seen))) : 1;
-    level.set(id, d);
-    return d;
-  };
-  ids.forEach(id => depth(id, new Set()));
-  const columns = new Map();
-  for (const n of dag.nodes) {
-    const l = level.get(n.id);
-    if (!columns.has(l)) columns.set(l, []);
-    columns.get(l).push(n);
-  }
-  return { parents, level, columns };
-}
-
-const NW = 180, NH = 58, GX = 46, GY = 20, PAD = 16;
-
-function nodeBox(g, x, y, title, subtitle, status) {
-  g.append(el("svg:rect", { x, y, width: NW, height: NH, rx: 8, fill: COLORS[status] || COLORS.unknown }));
-  const t = el("svg:text", { x: x + 10, y: y + 22, class: "title" });
-  t.textContent = title.length > 22 ? title.slice(0, 21) + "…" : title;
-  const s = el("svg:text", { x: x + 10, y: y + 42 });
-  s.textContent = subtitle;
-  g.append(t, s);
-}
-
-function renderDag(dag) {
-  const svg = $("dag");
-  const { parents, columns } = layout(dag);
-  const pos = new Map();
-  let maxRows = 1;
-  const levels = [...columns.keys()].sort((a, b) => a - b);
-  for (const l of levels) {
-    const col = columns.get(l);
-    maxRows = Math.max(maxRows, col.length);
-    col.forEach((n, i) => pos.set(n.id, { x: PAD + l * (NW + GX), y: PAD + i * (NH + GY) }));
-  }
-  const root = { x: PAD, y: PAD + ((maxRows - 1) * (NH + GY)) / 2 };
-  const width = PAD * 2 + (levels.length ? levels[levels.length - 1] + 1 : 1) * (NW + GX);
-  const height = PAD * 2 + maxRows * (NH + GY);
-  svg.setAttribute("width", width);
-  svg.setAttribute("height", height);
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  const edges = el("svg:g", {});
-  const curve = (a, b) => {
-    const x1 = a.x + NW, y1 = a.y + NH / 2, x2 = b.x, y2 = b.y + NH / 2, mx = (x1 + x2) / 2;
-    return `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
-  };
-  for (const n of dag.nodes) {
-    const ps = parents.get(n.id);
-    if (!ps.length) edges.append(el("svg:path", { class: "edge root", d: curve(root, pos.get(n.id)), "marker-end": "url(#arrow)" }));
-    for (const p of ps) if (pos.has(p)) edges.append(el("svg:path", { class: "edge", d: curve(pos.get(p), pos.get(n.id)), "marker-end": "url(#arrow)" }));
-  }
-  const defs = el("svg:defs", {}, el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
-    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, el("svg:path", { d: "M0,0 L10,5 L0,10 z", fill: "#94a3b8" })));
-  const wf = dag.workflow;
-  const rootG = el("svg:g", { class: "node workflow-node" + (state.selected === null ? " selected" : ""),
-    "data-status": wf.status, "data-id": wf.id });
-  nodeBox(rootG, root.x, root.y, wf.name || short(wf.id), `workflow · ${wf.status}`, wf.status);
-  rootG.addEventListener("click", () => { state.selected = null; refresh(); });
-  const nodes = dag.nodes.map(n => {
-    const p = pos.get(n.id);
-    const g = el("svg:g", { class: "node work-node" + (state.selected === n.id ? " selected" : ""),
-      "data-status": n.status, "data-id": n.id, "data-name": n.name });
-    const c = n.counts;
-    nodeBox(g, p.x, p.y, n.name || short(n.id), `${c.finished}/${c.total} ok` + (c.failed ? ` · ${c.failed} failed` : "")
-      + (c.running ? ` · ${c.running} running` : ""), n.status);
-    g.append(el("svg:title", { text: `${n.name} (${n.status}) ${countsText(c)}` }));
-    g.addEventListener("click", () => { state.selected = n.id; refresh(); });
-    return g;
-  });
-  svg.replaceChildren(defs, edges, rootG, ...nodes);
-}
-
-// --- side panel ---------------------------------------------------------------------------------
-function workflowPanel(dag) {
-  const wf = dag.workflow;
-  return [
-    el("h2", { text: wf.name || wf.id }),
-    el("p", {}, badge(wf.status), " ", el("span", { class: "counts", text: countsText(wf.counts) })),
-    el("p", { class: "mono", text: "id " + wf.id }),
-    el("p", { text: `submitted ${fmtTime(wf.submitted_at)} · duration ${fmtDur(wf.submitted_at, wf.finished_at)}` }),
-    wf.error ? el("p", { class: "error-text", text: wf.error }) : null,
-    el("p", { class: "hint", text: "Click a work node for its jobs." }),
-  ];
-}
-
-function jobRows(job) {
-  const rows = [el("tr", { class: "job", "data-status": job.status, "data-key": job.job_key },
-    el("td", { class: "mono", title: job.job_key, text: short(job.job_key) }),
-    el("td", { class: "mono", text: job.args || "" }),
-    el("td", {}, badge(job.status)),
-    el("td", { text: String(job.attempt) }),
-    el("td", { class: "mono", text: job.worker || "-" }),
-    el("td", { text: fmtClock(job.started_at) }),
-    el("td", { text: job.started_at ? fmtDur(job.started_at, job.finished_at) : "-" }),
-  )];
-  if (job.error) {
-    const cell = el("td", { colspan: 7 }, el("div", { class: "error-text job-error", text: job.error }));
-    const open = state.openLogs.has(job.id);
-    cell.append(el("button", { class: "joblog-btn", onclick: () => {
-      if (state.openLogs.has(job.id)) state.openLogs.delete(job.id); else state.openLogs.add(job.id);
-      refresh();
-    }, text: open ? "hide log" : "show traceback and log" }));
-    if (open) {
-      const pre = el("pre", { class: "job-log", text: state.logs.get(job.id) || "loading…" });
-      cell.append(pre);
-      api(`/jobs/${job.id}/log`).then(log => { state.logs.set(job.id, log.text); pre.textContent = log.text; })
-        .catch(e => { pre.textContent = e.message; });
+async function workflowRows(wfs, depth) {
+  const rows = [];
+  for (const wf of wfs) {
+    rows.push(workflowRow(wf, depth));
+    if (wf.n_children && state.openChildren.has(wf.id) && depth < 8) {
+      const children = await api(`/workflows?parent_id=${encodeURIComponent(wf.id)}&limit=1000`);
+      rows.push(...await workflowRows(children.reverse(), depth + 1));
     }
-    rows.push(el("tr", { class: "job-error-row" }, cell));
   }
   return rows;
 }
 
-function workPanel(node) {
-  const c = node.counts;
-  return [
-    el("h2", { text: node.name || node.id }),
-    el("p", {}, badge(node.status), " ", el("span", { class: "counts", text: countsText(c) })),
-    countsBar(c),
-    el("p", { class: "mono", text: `work ${node.id}` }),
-    el("p", { text: `executor ${node.executor || "-"} · queue ${node.queue || "-"} · submitted ${fmtTime(node.submitted_at)}`
-      + ` · duration ${fmtDur(node.submitted_at, node.finished_at)}` }),
-    el("table", { id: "jobs" },
-      el("thead", {}, el("tr", {}, ...["Key", "Args", "Status", "Attempt", "Worker", "Started", "Took"].map(h => el("th", { text: h })))),
-      el("tbody", {}, ...node.jobs.flatMap(jobRows))),
-  ];
+class ListPage {
+  constructor() {
+    this.body = el("tbody", {});
+    this.empty = el("p", { id: "empty", hidden: true, text: "No workflows recorded yet. Run one with events on (a broker or server_url configured)." });
+    this.root = el("section", { id: "list-view" }, el("h1", { text: "Workflows" }),
+      el("table", { id: "workflows" }, el("thead", {}, el("tr", {}, ...["Name", "Id", "Status", "Works", "Jobs", "Submitted", "Duration"].map(h => el("th", { text: h })))), this.body),
+      this.empty);
+  }
+
+  async load() {
+    const workflows = await api("/workflows?top=true&limit=200");
+    fill(this.body, ...await workflowRows(workflows, 0));
+    this.empty.hidden = workflows.length > 0;
+    fill($("crumbs"));
+  }
 }
 
-async function renderWorkflow(id) {
-  const dag = await api(`/workflows/${encodeURIComponent(id)}/dag`);
-  const wf = dag.workflow;
-  $("crumbs").replaceChildren(el("a", { href: "#/", text: "workflows" }), " / ", wf.name || short(wf.id));
-  $("wf-head").replaceChildren(el("h1", { text: wf.name || wf.id }), badge(wf.status),
-    el("div", { class: "counts", text: `${dag.nodes.length} works · ${countsText(wf.counts)}` }), countsBar(wf.counts));
-  if (state.selected && !dag.nodes.some(n => n.id === state.selected)) state.selected = null;
-  renderDag(dag);
-  const node = dag.nodes.find(n => n.id === state.selected);
-  const scroll = $("panel").scrollTop;
-  $("panel").replaceChildren(...(node ? workPanel(node) : workflowPanel(dag)).filter(Boolean));
-  $("panel").scrollTop = scroll;
+// --- one workflow -------------------------------------------------------------------------------
+class WorkflowPage {
+  constructor(route) {
+    this.id = route.id;
+    this.tab = route.tab;
+    this.selected = null;
+    this.head = el("div", { id: "wf-head" });
+    this.body = el("div", { id: "wf-body" });
+    this.root = el("section", { id: "workflow-view" }, this.head, this.body);
+    this.dagView = new DagView(id => { this.selected = id; this.panelTable = null; this.load(); });
+    this.panel = el("aside", { id: "panel" });
+  }
+
+  setTab(tab) { if (tab !== this.tab) { this.tab = tab; this.built = null; } }
+
+  async load() {
+    const dag = await api(`/workflows/${encodeURIComponent(this.id)}/dag`);
+    this.dag = dag;
+    this.labels = workLabels(dag.nodes);
+    const wf = dag.workflow;
+    const crumbs = [el("a", { href: "#/", text: "workflows" })];
+    if (dag.parent) crumbs.push(" / ", el("a", { id: "parent-link", href: `#/workflow/${dag.parent.id}`, text: "↑ " + (dag.parent.name || short(dag.parent.id)) }));
+    crumbs.push(" / ", wf.name || short(wf.id));
+    fill($("crumbs"), ...crumbs);
+    this.renderHead(dag);
+    if (this.built !== this.tab) this.buildTab();
+    if (this.tab === "dag") await this.loadDag(dag);
+    else if (this.tab === "jobs") { this.jobTable.setWorkers(this.workerNames(dag)); await this.jobTable.load(); }
+    else await renderTimeline(this.body, wf, dag.nodes);
+  }
+
+  workerNames(dag) {
+    return [...new Set(dag.nodes.flatMap(n => n.jobs.map(j => j.worker).filter(Boolean)))];
+  }
+
+  renderHead(dag) {
+    const wf = dag.workflow;
+    const tabs = ["dag", "jobs", "timeline"].map(t => el("a", { class: "tab" + (t === this.tab ? " active" : ""), "data-tab": t,
+      href: `#/workflow/${wf.id}/${t}`, text: t === "dag" ? "DAG" : t[0].toUpperCase() + t.slice(1) }));
+    const actions = el("span", { class: "actions" });
+    if (!["finished", "failed", "subfinished", "cancelled"].includes(wf.status)) actions.append(this.cancelButton(wf));
+    fill(this.head, 
+      el("h1", { text: wf.name || wf.id }), badge(wf.status), actions,
+      dag.parent ? el("p", { class: "hint" }, "nested in ", el("a", { href: `#/workflow/${dag.parent.id}`, text: dag.parent.name || dag.parent.id })) : null,
+      el("div", { class: "counts", text: `${dag.nodes.length} works · ${dag.children.length} sub-workflows · ${countsText(wf.counts)}` }),
+      countsBar(wf.counts), el("nav", { class: "tabs" }, ...tabs));
+  }
+
+  cancelButton(wf) {
+    const msg = el("span", { class: "action-msg" });
+    const confirm = el("button", { class: "confirm-cancel danger", hidden: true, text: "Really cancel the workflow?", onclick: async () => {
+      confirm.disabled = true;
+      try {
+        const r = await apiPost(`/workflows/${encodeURIComponent(wf.id)}/cancel`);
+        msg.textContent = `cancelled: ${r.jobs_cancelled} unfinished jobs`;
+      } catch (e) { msg.textContent = "cancel refused: " + e.message; confirm.disabled = false; return; }
+      refresh();
+    } });
+    const button = el("button", { class: "cancel-btn", text: "Cancel workflow", onclick: () => { button.hidden = true; confirm.hidden = false; } });
+    return el("span", {}, button, confirm, msg);
+  }
+
+  buildTab() {
+    this.built = this.tab;
+    if (this.tab === "dag") {
+      fill(this.body, el("div", { class: "split" }, this.dagView.root, this.panel));
+      this.panelTable = null;
+    } else if (this.tab === "jobs") {
+      this.jobTable = new JobTable({ workflow_id: this.id }, this.labels, this.workerNames(this.dag));
+      fill(this.body, this.jobTable.root);
+    } else fill(this.body, el("p", { class: "hint", text: "loading…" }));
+  }
+
+  async loadDag(dag) {
+    if (this.selected && !dag.nodes.some(n => n.id === this.selected)) this.selected = null;
+    this.dagView.update(dag, this.selected);
+    const node = dag.nodes.find(n => n.id === this.selected);
+    if (!node) { fill(this.panel, ...this.workflowPanel(dag)); return; }
+    if (!this.panelTable || this.panelTable.scope.work_id !== node.id) {
+      this.panelTable = new JobTable({ work_id: node.id }, this.labels, this.workerNames({ nodes: [node] }));
+      this.panelHead = el("div", {});
+      fill(this.panel, this.panelHead, this.panelTable.root);
+    }
+    const c = node.counts;
+    fill(this.panelHead, el("h2", { text: this.labels.get(node.id) }),
+      el("p", {}, badge(node.status), " ", el("span", { class: "counts", text: countsText(c) })), countsBar(c),
+      el("p", { class: "mono", text: `work ${node.id}` }),
+      el("p", { text: `executor ${node.executor || "-"} · queue ${node.queue || "-"} · submitted ${fmtTime(node.submitted_at)}`
+        + ` · duration ${fmtDur(node.submitted_at, node.finished_at)}` }));
+    await this.panelTable.load();
+  }
+
+  workflowPanel(dag) {
+    const wf = dag.workflow;
+    return [
+      el("h2", { text: wf.name || wf.id }),
+      el("p", {}, badge(wf.status), " ", el("span", { class: "counts", text: countsText(wf.counts) })),
+      el("p", { class: "mono", text: "id " + wf.id }),
+      el("p", { text: `submitted ${fmtTime(wf.submitted_at)} · duration ${fmtDur(wf.submitted_at, wf.finished_at)}` }),
+      wf.error ? el("p", { class: "error-text", text: wf.error }) : null,
+      dag.children.length ? el("div", { id: "children" }, el("h3", { text: "Sub-workflows" }),
+        el("ul", {}, ...dag.children.map(c => el("li", {}, el("a", { href: `#/workflow/${c.id}`, class: "child-link", text: c.name || c.id }), " ", badge(c.status),
+          " ", el("span", { class: "counts", text: countsText(c.counts) }))))) : null,
+      el("p", { class: "hint", text: "Click a work node for its jobs; + on a node shows its jobs in the DAG." }),
+    ].filter(Boolean);
+  }
+}
+
+class JobPage {
+  constructor(route) { this.view = new JobLogView(route.id); this.root = this.view.root; }
+  async load() { this.live = await this.view.load(); }
+}
+
+class WorkersPage {
+  constructor() { this.root = el("section", { id: "workers-view" }); }
+  async load() { fill($("crumbs"), el("a", { href: "#/", text: "workflows" }), " / workers"); await renderWorkers(this.root); }
 }
 
 // --- routing and refresh ------------------------------------------------------------------------
-function parseRoute() {
-  const a = location.hash.match(/^#\/artifacts(?:\/([^/]+))?/);
-  if (a) return { view: "artifacts", name: a[1] ? decodeURIComponent(a[1]) : null };
-  const m = location.hash.match(/^#\/workflow\/([^/]+)(?:\/work\/([^/]+))?/);
-  return m ? { view: "workflow", id: decodeURIComponent(m[1]), work: m[2] ? decodeURIComponent(m[2]) : null }
-    : { view: "list" };
+function pageFor(route) {
+  if (route.view === "workflow") return new WorkflowPage(route);
+  if (route.view === "job") return new JobPage(route);
+  if (route.view === "workers") return new WorkersPage();
+  return new ListPage();
 }
 
 async function refresh() {
   const route = parseRoute();
-  $("list-view").hidden = route.view !== "list";
-  $("workflow-view").hidden = route.view !== "workflow";
-  $("artifacts-view").hidden = route.view !== "artifacts";
+  if (!state.page || state.route.key !== route.key) {
+    state.page = pageFor(route);
+    fill($("main"), state.page.root);
+  }
+  if (route.view === "workflow") state.page.setTab(route.tab);
+  state.route = route;
+  for (const a of document.querySelectorAll("header nav.top a")) a.classList.toggle("active", a.dataset.view === route.view);
   try {
-    if (route.view === "list") await renderList();
-    else if (route.view === "artifacts") await renderArtifacts(route.name);
-    else await renderWorkflow(route.id);
+    await state.page.load();
     $("error").hidden = true;
     $("refresh").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
@@ -263,15 +210,18 @@ async function refresh() {
 
 function schedule() {
   clearTimeout(state.timer);
-  state.timer = setTimeout(async () => { await refresh(); schedule(); }, REFRESH_MS);
+  const live = state.page instanceof JobPage && state.page.live;
+  state.timer = setTimeout(async () => { await refresh(); schedule(); }, live ? LOG_REFRESH_MS : REFRESH_MS);
 }
 
-window.addEventListener("hashchange", () => { state.selected = parseRoute().work || null; state.openLogs.clear(); refresh(); });
+window.addEventListener("hashchange", () => { refresh().then(schedule); });
 $("auth-form").addEventListener("submit", ev => {
   ev.preventDefault();
-  localStorage.setItem("iworkflow-token", $("auth-token").value);
+  localStorage.setItem(TOKEN_KEY, $("auth-token").value);
   $("auth").hidden = true;
+  $("token-state").textContent = "token set";
   refresh();
 });
-state.selected = parseRoute().work || null;
+$("token-btn").addEventListener("click", () => showTokenForm("The token is kept in this browser (localStorage) and sent with every request."));
+$("token-state").textContent = localStorage.getItem(TOKEN_KEY) ? "token set" : "";
 refresh().then(schedule);

@@ -84,21 +84,21 @@ def test_dag_shows_the_failed_node_and_its_error(server, page):
     assert page.locator("svg#dag g.work-node[data-status='subfinished']").get_attribute("data-name") == "fit"
     assert page.locator("svg#dag g.work-node[data-status='finished']").get_attribute("data-name") == "load"
     assert page.locator("svg#dag path.edge:not(.root)").count() == 2, "load -> fit -> explode"
-    assert page.locator("svg#dag g.work-node[data-status='failed'] rect").get_attribute("fill") == "#dc2626"
+    assert page.locator("svg#dag g.work-node[data-status='failed'] > rect").get_attribute("fill") == "#dc2626"
 
     failed.click()
     error = page.locator("#panel .job-error")
     error.wait_for(timeout=5_000)
     assert "KeyError" in error.inner_text() and "model 'best' missing" in error.inner_text()
     page.locator("#panel .joblog-btn").click()
-    log = page.locator("#panel pre.job-log")
-    page.wait_for_function("document.querySelector('#panel pre.job-log').textContent.includes('Traceback')",
-                           timeout=5_000)
-    assert "job_failed" in log.inner_text()
+    page.wait_for_function("document.querySelector('pre#job-log') && "
+                           "document.querySelector('pre#job-log').textContent.includes('Traceback')", timeout=5_000)
+    assert page.locator("#job-events tr.event[data-type='job_failed']").count() == 1
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-failed-node.png"), full_page=True)
     time.sleep(2.5)
-    assert page.locator("#panel pre.job-log").count() == 1, "the open log survives the auto-refresh"
+    assert "Traceback" in page.locator("pre#job-log").inner_text(), "the log survives the auto-refresh"
+    page.go_back()
 
     page.locator("svg#dag g.work-node[data-name='fit']").click()
     page.wait_for_function("document.querySelectorAll('#panel tr.job').length === 3", timeout=5_000)
