@@ -102,10 +102,11 @@ class WorkflowPage {
     const wf = dag.workflow;
     const tabs = ["dag", "jobs", "timeline"].map(t => el("a", { class: "tab" + (t === this.tab ? " active" : ""), "data-tab": t,
       href: `#/workflow/${wf.id}/${t}`, text: t === "dag" ? "DAG" : t[0].toUpperCase() + t.slice(1) }));
-    const actions = el("span", { class: "actions" });
-    if (!["finished", "failed", "subfinished", "cancelled"].includes(wf.status)) actions.append(this.cancelButton(wf));
-    fill(this.head, 
-      el("h1", { text: wf.name || wf.id }), badge(wf.status), actions,
+    // one actions element for the page's life: a half-done confirm survives the refreshes
+    if (!this.actions) this.actions = el("span", { class: "actions" }, this.cancelButton(wf));
+    this.actions.hidden = ["finished", "failed", "subfinished", "cancelled"].includes(wf.status) && !this.actionDone;
+    fill(this.head,
+      el("h1", { text: wf.name || wf.id }), badge(wf.status), this.actions,
       dag.parent ? el("p", { class: "hint" }, "nested in ", el("a", { href: `#/workflow/${dag.parent.id}`, text: dag.parent.name || dag.parent.id })) : null,
       el("div", { class: "counts", text: `${dag.nodes.length} works · ${dag.children.length} sub-workflows · ${countsText(wf.counts)}` }),
       countsBar(wf.counts), el("nav", { class: "tabs" }, ...tabs));
@@ -118,6 +119,8 @@ class WorkflowPage {
       try {
         const r = await apiPost(`/workflows/${encodeURIComponent(wf.id)}/cancel`);
         msg.textContent = `cancelled: ${r.jobs_cancelled} unfinished jobs`;
+        confirm.hidden = true;
+        this.actionDone = true;
       } catch (e) { msg.textContent = "cancel refused: " + e.message; confirm.disabled = false; return; }
       refresh();
     } });

@@ -2,6 +2,7 @@
 HTTP server on a free port, and the embedded runtime (memory bus + thread executor) emitting events."""
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,3 +85,23 @@ def make_server(runtime, tmp_path, sqlite_url):
 def server(make_server) -> Running:
     """A server on SQLite with the token ``TOKEN``."""
     return make_server()
+
+
+CHROMIUM = os.environ.get("IWORKFLOW_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def page():
+    """A page of Debian's headless Chromium driven by Playwright."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the 'dev' extra)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            yield context.new_page()
+        finally:
+            browser.close()

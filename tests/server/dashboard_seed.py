@@ -163,5 +163,5 @@ def seed(server, live: bool = False) -> Seeded:
     recorder = server.server.recorder
     for start in range(0, len(events), 200):
         recorder.submit(events[start:start + 200])
-    server.flush()
+    assert recorder.flush(120), "the recorder did not write the seeded run within 120 s"
     return seeded

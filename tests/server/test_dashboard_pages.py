@@ -1,0 +1,239 @@
+"""Each dashboard page and button in headless Chromium, on a recorded run of 5 stages, 21 works and 500 jobs
+with failures, retries and a nested workflow (``dashboard_seed``), and the API docs page offline."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from dashboard_seed import STAGES, seed
+
+from iworkflow.messages import Event
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path(os.environ.get("IWORKFLOW_SCREENSHOTS", Path(tempfile.gettempdir()) / "iworkflow-screenshots"))
+WAIT = 10_000
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
+
+
+@pytest.fixture
+def seeded(server):
+    return seed(server)
+
+
+@pytest.fixture
+def live(server):
+    return seed(server, live=True)
+
+
+def text_of(page, selector: str) -> str:
+    page.locator(selector).first.wait_for(timeout=WAIT)
+    return page.locator(selector).first.inner_text()
+
+
+def wait_text(page, selector: str, text: str) -> None:
+    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.textContent.includes(t); }",
+                           arg=[selector, text], timeout=WAIT)
+
+
+def test_docs_page_renders_with_no_request_leaving_the_server(server, page):
+    outside: list[str] = []
+    own = urlsplit(server.url).netloc
+
+    def guard(route):
+        if urlsplit(route.request.url).netloc != own:
+            outside.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", guard)
+    page.goto(server.url + "/docs")
+    wait_text(page, ".swagger-ui .info .title", "iworkflow server")
+    page.locator(".swagger-ui .opblock-summary-path", has_text="/api/workflows/{ref}/cancel").first.wait_for(timeout=WAIT)
+    page.locator("button.authorize").first.click()
+    wait_text(page, ".modal-ux", "Bearer")
+    assert outside == [], f"/docs asked other hosts: {outside}"
+    schema = httpx.get(server.url + "/openapi.json", timeout=10).json()
+    assert schema["components"]["securitySchemes"]["token"] == {
+        "type": "http", "scheme": "bearer", "description": schema["components"]["securitySchemes"]["token"]["description"]}
+    assert schema["paths"]["/api/workflows/{ref}/cancel"]["post"]["security"] == [{"token": []}]
+
+
+def test_workflow_list_shows_a_nested_workflow_under_its_parent(server, page, seeded):
+    page.goto(server.url + "/")
+    parent = page.locator(f"tr.wf-row[data-id='{seeded.workflow_id}']")
+    parent.wait_for(timeout=WAIT)
+    assert page.locator(f"tr.wf-row[data-id='{seeded.child_id}']").count() == 0, "nested workflow is not a top-level row"
+    assert "500 jobs" in parent.inner_text() and "30 failed" in parent.inner_text()
+    parent.locator("button.children-toggle").click()
+    child = page.locator(f"tr.wf-row.nested[data-id='{seeded.child_id}']")
+    child.wait_for(timeout=WAIT)
+    assert child.get_attribute("data-parent") == seeded.workflow_id
+    assert "nested-tuning" in child.inner_text()
+
+
+def test_dag_gives_repeated_work_names_distinct_labels_and_draws_every_edge(server, page, seeded):
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}")
+    nodes = page.locator("svg#dag g.work-node")
+    page.wait_for_function("document.querySelectorAll('svg#dag g.work-node').length === 21", timeout=WAIT)
+    labels = [nodes.nth(i).get_attribute("data-label") for i in range(nodes.count())]
+    assert len(set(labels)) == 21 == sum(n for _, n, _ in STAGES)
+    assert {f"fit #{i}" for i in range(1, 11)} <= set(labels) and "load" in labels
+    assert page.locator("svg#dag path.edge:not(.root)").count() == len(seeded.edges)
+    fit_ids = set(seeded.works["fit"])
+    score_ids = set(seeded.works["score"])
+    drawn = {(e.get_attribute("data-source"), e.get_attribute("data-target"))
+             for e in page.locator("svg#dag path.edge:not(.root)").all()}
+    assert drawn == set(seeded.edges)
+    assert any(s in fit_ids and t in score_ids for s, t in drawn)
+    shot(page, "dashboard-dag.png")
+
+
+def test_dag_zooms_pans_and_expands_then_collapses_a_works_jobs(server, page, seeded):
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}")
+    page.locator("svg#dag g.work-node").first.wait_for(timeout=WAIT)
+    zoom = float(page.locator("svg#dag").get_attribute("data-zoom"))
+    page.locator(".dag-tools .zoom-in").click()
+    assert float(page.locator("svg#dag").get_attribute("data-zoom")) == pytest.approx(zoom * 1.25, rel=1e-3)
+    before = page.locator("svg#dag g.viewport").get_attribute("transform")
+    box = page.locator("svg#dag").bounding_box()
+    page.mouse.move(box["x"] + 300, box["y"] + 500)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 400, steps=5)
+    page.mouse.up()
+    assert page.locator("svg#dag g.viewport").get_attribute("transform") != before, "a drag pans the DAG"
+    page.locator(".dag-tools .zoom-fit").click()
+
+    fit = seeded.works["fit"][0]
+    toggle = page.locator(f"svg#dag g.work-node[data-id='{fit}'] g.toggle")
+    toggle.dispatch_event("click")
+    dots = page.locator(f"svg#dag g.work-node[data-id='{fit}'] a.job-dot")
+    page.wait_for_function(f"document.querySelectorAll(\"svg#dag g.work-node[data-id='{fit}'] a.job-dot\").length === 40",
+                           timeout=WAIT)
+    assert page.locator(f"svg#dag g.work-node[data-id='{fit}'] a.job-dot[data-status='failed']").count() == 3
+    shot(page, "dashboard-dag-expanded.png")
+    page.locator(f"svg#dag g.work-node[data-id='{fit}'] g.toggle").dispatch_event("click")
+    page.wait_for_function(f"!document.querySelector(\"svg#dag g.work-node[data-id='{fit}'] a.job-dot\")", timeout=WAIT)
+    assert dots.count() == 0
+
+
+def test_subworkflow_node_opens_the_nested_workflow_and_the_parent_link_returns(server, page, seeded):
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}")
+    child = page.locator(f"svg#dag g.subworkflow-node[data-id='{seeded.child_id}']")
+    child.wait_for(timeout=WAIT)
+    child.dispatch_event("click")
+    page.wait_for_function(f"location.hash === '#/workflow/{seeded.child_id}'", timeout=WAIT)
+    page.wait_for_function("document.querySelectorAll('svg#dag g.work-node').length === 2", timeout=WAIT)
+    assert page.locator("svg#dag path.edge:not(.root)").count() == 1, "tune -> pick"
+    page.locator("#parent-link").click()
+    page.wait_for_function(f"location.hash === '#/workflow/{seeded.workflow_id}'", timeout=WAIT)
+    page.wait_for_function("document.querySelectorAll('svg#dag g.work-node').length === 21", timeout=WAIT)
+
+
+def test_jobs_table_filters_by_status_worker_and_text_sorts_and_pages(server, page, seeded):
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}/jobs")
+    wait_text(page, ".pager .page-info", "1–50 of 500")
+    page.locator(".page-next").click()
+    wait_text(page, ".pager .page-info", "51–100 of 500")
+
+    page.locator("select.f-status").select_option("failed")
+    wait_text(page, ".pager .page-info", f"of {seeded.failed}")
+    assert page.locator("table.jobs tr.job[data-status='failed']").count() == seeded.failed
+    page.locator("select.f-status").select_option("")
+
+    page.locator("select.f-worker").select_option("node-b:4102")
+    wait_text(page, ".pager .page-info", f"of {seeded.jobs_by_worker['node-b:4102']}")
+    page.locator("select.f-worker").select_option("")
+
+    page.locator("input.f-text").fill("part 3 item 18")
+    wait_text(page, ".pager .page-info", "1–1 of 1")
+    assert "fit diverged for part 3 item 18" in page.locator("table.jobs").inner_text()
+    page.locator("input.f-text").fill("")
+    wait_text(page, ".pager .page-info", "of 500")
+
+    page.locator("th.sortable[data-sort='attempt']").click()
+    page.locator("th.sortable[data-sort='attempt']").click()
+    wait_text(page, "th.sortable[data-sort='attempt']", "▼")
+    page.wait_for_function("document.querySelector('table.jobs tr.job td:nth-child(6)').textContent === '2'", timeout=WAIT)
+    attempts = [int(t) for t in page.locator("table.jobs tr.job td:nth-child(6)").all_inner_texts()]
+    assert attempts == sorted(attempts, reverse=True) and attempts.count(2) == seeded.retried
+    shot(page, "dashboard-jobs.png")
+
+
+def test_job_page_shows_a_failed_jobs_traceback_output_and_history(server, page, seeded):
+    job = httpx.get(f"{server.url}/api/jobs", params={"workflow_id": seeded.workflow_id, "q": seeded.failed_key[:12]},
+                    timeout=10).json()[0]
+    page.goto(f"{server.url}/#/job/{job['id']}")
+    wait_text(page, "pre#job-log", "Traceback (most recent call last)")
+    assert "loss=nan after 3 steps" in page.locator("pre#job-log").inner_text()
+    assert page.locator("pre#job-log").get_attribute("data-live") == "0"
+    assert page.locator("#job-events tr.event").all_inner_texts()[-1].count("job_failed") == 1
+    shot(page, "dashboard-job-log.png")
+
+
+def test_job_page_tails_a_running_job_then_shows_its_stored_log(server, page, live):
+    job = httpx.get(f"{server.url}/api/jobs", params={"q": live.running_key}, timeout=10).json()[0]
+    assert job["status"] == "running"
+    page.goto(f"{server.url}/#/job/{job['id']}")
+    page.wait_for_function("document.querySelector('pre#job-log') && document.querySelector('pre#job-log').dataset.live === '1'",
+                           timeout=WAIT)
+    server.server.recorder.submit([Event("job_failed", job["workflow_id"], job["work_id"], job["job_key"], 1, data={
+        "worker": job["worker"], "start": job["started_at"], "end": job["started_at"] + 1,
+        "error": "RuntimeError: report could not be written", "output": "writing report\ndisk full\n"})])
+    server.flush()
+    page.wait_for_function("document.querySelector('pre#job-log').dataset.live === '0'", timeout=WAIT)
+    wait_text(page, "pre#job-log", "disk full")
+    assert page.locator("#job-events tr.event[data-type='job_failed']").count() == 1
+
+
+def test_timeline_draws_every_started_job_on_its_workers_lanes_and_a_histogram_per_work(server, page, seeded):
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}/timeline")
+    page.wait_for_function("document.querySelectorAll('#task-stream a.task').length === 500", timeout=WAIT)
+    for worker, n in seeded.jobs_by_worker.items():
+        assert page.locator(f"#task-stream a.task[data-worker='{worker}']").count() == n
+    assert page.locator("#task-stream a.task rect.failed").count() == seeded.failed
+    assert page.locator(".histogram").count() == 21
+    fit1 = page.locator(".histogram[data-label='fit #1'] rect.bin")
+    assert sum(int(fit1.nth(i).get_attribute("data-count")) for i in range(fit1.count())) == 40 - 3
+    shot(page, "dashboard-timeline.png")
+
+
+def test_workers_page_lists_each_worker_with_its_running_jobs(server, page, live):
+    page.goto(f"{server.url}/#/workers")
+    page.wait_for_function("document.querySelectorAll('#workers tr.worker').length >= 4", timeout=WAIT)
+    running = {w: int(page.locator(f"#workers tr.worker[data-name='{w}'] td.n-running").inner_text())
+               for w in live.jobs_by_worker}
+    assert sum(running.values()) == live.running == 9
+    api = httpx.get(f"{server.url}/api/jobs", params={"status": "running", "limit": 100}, timeout=10).json()
+    for w, n in running.items():
+        assert n == sum(1 for j in api if j["worker"] == w)
+        assert page.locator(f"#workers tr.worker[data-name='{w}'] td.running-jobs a").count() == n
+    shot(page, "dashboard-workers.png")
+
+
+def test_cancel_button_asks_for_the_token_then_cancels_the_workflow(server, page, live):
+    page.goto(f"{server.url}/#/workflow/{live.workflow_id}")
+    page.locator("button.cancel-btn").click()
+    page.locator("button.confirm-cancel").click()
+    page.locator("#auth").wait_for(state="visible", timeout=WAIT)
+    assert "bearer token" in page.locator("#auth-reason").inner_text()
+    assert httpx.get(f"{server.url}/api/workflows/{live.workflow_id}", timeout=10).json()["status"] == "running"
+    page.locator("#auth-token").fill(server.token)
+    page.locator("#auth-form button[type=submit]").click()
+    page.locator("button.confirm-cancel").click()
+    wait_text(page, ".action-msg", f"cancelled: {live.running} unfinished jobs")
+    page.wait_for_function("document.querySelector('#wf-head .badge').dataset.status === 'cancelled'", timeout=WAIT)
+    assert httpx.get(f"{server.url}/api/workflows/{live.workflow_id}", timeout=10).json()["status"] == "cancelled"
+    page.reload()
+    page.locator("#wf-head .badge[data-status='cancelled']").wait_for(timeout=WAIT)
+    assert not page.locator("button.cancel-btn").is_visible(), "a cancelled workflow offers no cancel"
+    assert page.evaluate("localStorage.getItem('iworkflow-token')") == server.token, "the token is entered once"
