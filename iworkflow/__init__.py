@@ -12,7 +12,7 @@ from .errors import (ConfigurationError, IWorkflowError, JobLostError, JobTooOld
 from .ids import get_unique_id_for_dict
 from .runtime import configure, get_runtime, shutdown
 from .work import Work
-from .workflow import Workflow
+from .workflow import Workflow, depends_on
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "Workflow",
     "configure",
     "current_workflow",
+    "depends_on",
     "get_runtime",
     "get_unique_id_for_dict",
     "load_settings",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import progress, result_store, serialization
+from . import context, progress, result_store, serialization
 from .bus.base import Delivery
 from .envelope import Envelope
 from .errors import ErrorInfo, InvalidMessage
@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FINISHED, SUBFINISHED, FAILED = "finished", "subfinished", "failed"
+
+
+def _produced_by(work_id: str | None, value: Any) -> Any:
+    """Tell the current workflow that ``value`` came from this work, so passing it on draws the DAG edge."""
+    wf = context.current_workflow()
+    if work_id and wf is not None and hasattr(wf, "note_result"):
+        wf.note_result(value, work_id)
+    return value
 
 
 @dataclass
@@ -173,7 +181,8 @@ class MapResult:
 
     def get_all_results(self) -> dict[str, Any]:
         """``{job key: value}`` of the successful jobs, in submission order (iDDS returns this dict)."""
-        return {k: e["result"] for k, e in self._entries.items() if e["details"].get("status") == FINISHED}
+        return _produced_by(getattr(self, "_work_id", None),
+                            {k: e["result"] for k, e in self._entries.items() if e["details"].get("status") == FINISHED})
 
     def get_dict_results(self) -> dict[str, dict[str, Any]]:
         """iDDS's shape: ``{'results': {key: value}, 'name_results': {'name:key': value}}``, successful jobs."""
@@ -408,7 +417,7 @@ class AsyncResult:
                     exc.add_note(f"job {failed[0].key} failed ({len(failed)} of {len(keys)} jobs failed); "
                                  "use map_results=True to keep the other results")
                 raise exc
-            return [outcomes[k].value if k in outcomes else None for k in keys]
+            return _produced_by(self.internal_id, [outcomes[k].value if k in outcomes else None for k in keys])
         if not keys or keys[0] not in outcomes:
             return None
         return outcomes[keys[0]].unwrap()

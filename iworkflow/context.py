@@ -1,7 +1,9 @@
 """Which workflow is current: work calls inside a running workflow belong to it."""
 from __future__ import annotations
 
+import contextlib
 import contextvars
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,3 +30,20 @@ def pop(wf: "Workflow", token: contextvars.Token) -> None:
     _current.reset(token)
     if wf in _stack:
         _stack.remove(wf)
+
+
+_declared: contextvars.ContextVar[tuple] = contextvars.ContextVar("iworkflow_depends_on", default=())
+
+
+def declared_sources() -> tuple:
+    """What the enclosing ``depends_on`` blocks name as the sources of the works called in them."""
+    return _declared.get()
+
+
+@contextlib.contextmanager
+def declaring(sources: tuple) -> Iterator[None]:
+    token = _declared.set(_declared.get() + tuple(sources))
+    try:
+        yield
+    finally:
+        _declared.reset(token)

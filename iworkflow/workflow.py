@@ -1,13 +1,14 @@
 """Workflow: the driver function whose work calls become jobs, run here or detached as a job itself."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import inspect
 import logging
 import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import context
 from .callable_module import make_callable
@@ -154,9 +155,10 @@ class Workflow(WorkflowCompat):
             self._produced[id(value)] = (value, work_id)
 
     def parents_of(self, values: Any) -> list[str]:
-        """Ids of earlier works whose results (or MapResult/Work) appear among these arguments."""
+        """Ids of earlier works whose results (or MapResult/Work) appear among these arguments, or are named
+        by an enclosing ``depends_on`` block."""
         found: list[str] = []
-        stack, seen = [values], 0
+        stack, seen = [values, list(context.declared_sources())], 0
         while stack and seen < 10_000:
             value = stack.pop()
             seen += 1
@@ -264,6 +266,24 @@ class Workflow(WorkflowCompat):
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name} {self.internal_id}>"
+
+
+@contextlib.contextmanager
+def depends_on(*sources: Any) -> Iterator[None]:
+    """Works called inside this block depend on ``sources`` (a Work, its MapResult or a value it returned), and
+    the DAG draws those edges: for arguments derived from results (a ``max``, a sum, a parameter picked from
+    them), which keep no trace of where they came from.  ``None`` entries are skipped."""
+    wf = context.current_workflow()
+    sources = tuple(s for s in sources if s is not None)
+    if wf is None:
+        raise ConfigurationError("depends_on() is used inside a workflow: call it from the @workflow function")
+    for source in sources:
+        if not wf.parents_of([source]):
+            raise ConfigurationError(
+                f"depends_on() got {type(source).__name__} {str(source)[:60]!r}, which no work of this workflow "
+                "returned: pass the Work, its MapResult, or a result value exactly as a work returned it")
+    with context.declaring(sources):
+        yield
 
 
 def _traceable(value: Any) -> bool:

@@ -10,7 +10,7 @@ import math
 import random
 import time
 
-from iworkflow import work, workflow
+from iworkflow import depends_on, work, workflow
 from iworkflow.script import add_runtime_arguments, configure_from_args
 
 
@@ -26,12 +26,16 @@ def optimise(iterations: int = 3, points: int = 8, seed: int = 7) -> dict:
     rng = random.Random(seed)
     mean, sigma = [-1.0, 2.0], [1.5, 1.5]
     best = {"x": None, "y": None, "value": math.inf, "reused": 0}
+    results = None
     for it in range(iterations):
         candidates = [
             {"x": round(rng.gauss(mean[0], sigma[0]), 6), "y": round(rng.gauss(mean[1], sigma[1]), 6)}
             for _ in range(points)
         ]
-        results = rosenbrock(a=1.0, group_kwargs=candidates)
+        # the candidates are drawn around numbers computed from the last results, which keep no trace of
+        # where they came from: depends_on draws that edge in the DAG (nothing on the first iteration)
+        with depends_on(results):
+            results = rosenbrock(a=1.0, group_kwargs=candidates)
         scored = sorted(((results.result(args=c), c) for c in candidates), key=lambda s: s[0])
         reused = best["reused"] + sum(results.get_result(args=c, with_details=True)[1]["cached"] for c in candidates)
         if scored[0][0] < best["value"]:

@@ -1,6 +1,7 @@
 """The dashboard end to end in Debian's headless Chromium: a failed work shows red in the DAG, with its error."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import time
@@ -107,3 +108,38 @@ def test_list_refreshes_live(server, page):
     assert "1 job: 1 finished" in page.locator("#workflows tr", has_text="appears-live").inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "dashboard-list.png"))
+
+
+def test_real_run_links_a_nested_workflow_and_draws_the_toy_loops_depends_on_chain(server, page):
+    spec = importlib.util.spec_from_file_location("toy_run", Path(__file__).resolve().parents[2] / "examples" / "toy" / "run.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    holder = {}
+
+    @iworkflow.work
+    def summarize(best):
+        return round(best["value"], 3)
+
+    @iworkflow.workflow(local=True, name="outer-study")
+    def outer():
+        holder["id"] = iworkflow.current_workflow().internal_id
+        best = toy.optimise(iterations=3, points=4)
+        return summarize(best=best)
+
+    outer()
+    server.flush()
+    page.goto(server.url + "/")
+    row = page.locator(f"tr.wf-row[data-id='{holder['id']}']")
+    row.wait_for(timeout=10_000)
+    assert page.locator("tr.wf-row", has_text="optimise").count() == 0, "the nested workflow is not a top-level row"
+    row.click()
+    child = page.locator("svg#dag g.subworkflow-node")
+    child.wait_for(timeout=10_000)
+    assert "optimise" in child.get_attribute("data-name")
+    child.dispatch_event("click")
+    page.wait_for_function("document.querySelectorAll('svg#dag g.work-node').length === 3", timeout=10_000)
+    labels = sorted(n.get_attribute("data-label") for n in page.locator("svg#dag g.work-node").all())
+    assert labels == ["rosenbrock #1", "rosenbrock #2", "rosenbrock #3"]
+    assert page.locator("svg#dag path.edge:not(.root)").count() == 2, "iteration n -> n+1 through depends_on"
+    page.locator("#parent-link").click()
+    page.wait_for_function(f"location.hash === '#/workflow/{holder['id']}'", timeout=10_000)
