@@ -2,7 +2,7 @@
 "use strict";
 
 const PALETTE = ["#2563eb", "#16a34a", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#4f46e5", "#059669", "#b45309", "#7c3aed"];
-const LANE_H = 14, LANE_GAP = 2, LABEL_W = 170, AXIS_H = 22, BINS = 20;
+const LANE_H = 14, LANE_GAP = 2, LABEL_W = 170, AXIS_H = 22;
 
 // Lanes per worker: a job goes on the first lane of its worker that is free when it starts.
 function streamLanes(jobs) {
@@ -54,47 +54,44 @@ function taskStream(jobs, labels, colorOf, width) {
   return svg;
 }
 
-function histogram(label, durations, color) {
-  const W = 260, H = 110, B = 18;
-  const box = el("div", { class: "histogram", "data-label": label });
-  const sorted = [...durations].sort((a, b) => a - b);
-  const stats = sorted.length
-    ? `n ${sorted.length} · min ${fmtSeconds(sorted[0])} · median ${fmtSeconds(sorted[Math.floor(sorted.length / 2)])} · max ${fmtSeconds(sorted[sorted.length - 1])}`
+// d: the server's Durations of one work (count, min, p50, p90, max, bin edges and counts)
+function histogram(label, d, color) {
+  const W = 240, H = 90, B = 16;
+  const box = el("div", { class: "histogram", "data-label": label, "data-count": d.count });
+  const stats = d.count
+    ? `n ${d.count} · min ${fmtSeconds(d.min)} · median ${fmtSeconds(d.p50)} · p90 ${fmtSeconds(d.p90)} · max ${fmtSeconds(d.max)}`
     : "no finished job yet";
   box.append(el("div", { class: "histogram-title", text: label }), el("div", { class: "counts", text: stats }));
-  if (!sorted.length) return box;
-  const lo = sorted[0], hi = sorted[sorted.length - 1];
-  const width = Math.max(hi - lo, 1e-9);
-  const bins = new Array(BINS).fill(0);
-  for (const d of sorted) bins[Math.min(BINS - 1, Math.floor(((d - lo) / width) * BINS))]++;
-  const peak = Math.max(...bins);
+  if (!d.count) return box;
+  const peak = Math.max(...d.counts);
   const svg = el("svg:svg", { width: W, height: H + B, viewBox: `0 0 ${W} ${H + B}` });
-  const bw = W / BINS;
-  bins.forEach((n, i) => {
+  const bw = W / d.counts.length;
+  d.counts.forEach((n, i) => {
     const h = (n / peak) * (H - 4);
-    svg.append(el("svg:rect", { x: i * bw + 1, y: H - h, width: bw - 2, height: h, fill: color, class: "bin", "data-count": n },
-      el("svg:title", { text: `${n} job(s) took ${fmtSeconds(lo + (i * width) / BINS)} – ${fmtSeconds(lo + ((i + 1) * width) / BINS)}` })));
+    svg.append(el("svg:rect", { x: i * bw + 1, y: H - h, width: Math.max(1, bw - 2), height: h, fill: color, class: "bin", "data-count": n },
+      el("svg:title", { text: `${n} job(s) took ${fmtSeconds(d.edges[i])} – ${fmtSeconds(d.edges[i + 1])}` })));
   });
-  svg.append(el("svg:text", { x: 0, y: H + 13, class: "axis", text: fmtSeconds(lo) }),
-    el("svg:text", { x: W, y: H + 13, class: "axis", "text-anchor": "end", text: fmtSeconds(hi) }));
+  svg.append(el("svg:text", { x: 0, y: H + 13, class: "axis", text: fmtSeconds(d.min) }),
+    el("svg:text", { x: W, y: H + 13, class: "axis", "text-anchor": "end", text: fmtSeconds(d.max) }));
   box.append(svg);
   return box;
 }
 
 async function renderTimeline(container, wf, works) {
-  const { items: jobs, total } = await apiPage(`/jobs?workflow_id=${encodeURIComponent(wf.id)}&limit=5000&sort=started_at`);
+  const id = encodeURIComponent(wf.id);
+  const [timeline, durations] = await Promise.all([api(`/timeline?workflow_id=${id}&limit=5000`), api(`/workflows/${id}/durations?bins=20`)]);
+  const jobs = timeline.jobs;
   const labels = workLabels(works);
   const colors = new Map(works.map((w, i) => [w.id, PALETTE[i % PALETTE.length]]));
   const colorOf = id => colors.get(id) || "#64748b";
   const width = Math.max(600, container.clientWidth - 20);
   const legend = el("div", { class: "legend" }, ...works.map(w => el("span", { class: "legend-item" },
     el("span", { class: "swatch", style: `background:${colorOf(w.id)}` }), labels.get(w.id))));
-  const byWork = new Map(works.map(w => [w.id, []]));
-  for (const j of jobs) if (j.status === "finished" && j.duration !== null && byWork.has(j.work_id)) byWork.get(j.work_id).push(j.duration);
-  fill(container, 
+  fill(container,
     el("h2", { text: "Task stream" }),
-    el("p", { class: "hint", text: `jobs per worker over time (${jobs.length} of ${total} jobs; a worker gets one lane per job running at once; red outline: failed)` }),
+    el("p", { class: "hint", text: `jobs per worker over time: ${jobs.length} started jobs${timeline.truncated ? " (the first 5000)" : ""}; `
+      + "a worker gets one lane per job running at once; red outline: failed; pale: still running; click a job for its log" }),
     legend, el("div", { class: "stream-wrap" }, taskStream(jobs, labels, colorOf, width)),
-    el("h2", { text: "Durations of finished jobs, per work" }),
-    el("div", { class: "histograms" }, ...works.map(w => histogram(labels.get(w.id), byWork.get(w.id), colorOf(w.id)))));
+    el("h2", { text: "Run times of finished jobs, per work" }),
+    el("div", { class: "histograms" }, ...durations.map(d => histogram(labels.get(d.work_id) || d.name, d, colorOf(d.work_id)))));
 }

@@ -9,15 +9,9 @@ async function renderWorkers(container) {
     if (!byWorker.has(w)) byWorker.set(w, []);
     byWorker.get(w).push(j);
   }
-  let workers = [];
-  let note = null;
-  try {
-    workers = await api("/workers");
-  } catch (e) {
-    if (e.status !== 404) throw e;
-    note = el("p", { class: "hint", text: "This server keeps no worker records (no /api/workers): workers below are those named by running jobs." });
-  }
+  const workers = await api("/workers");
   const known = new Set(workers.map(w => w.name));
+  // a job can name a worker that never reported itself (an executor without worker reports): show it too
   for (const name of byWorker.keys()) if (!known.has(name)) workers.push({ name, state: "unreported" });
   const runningJobs = name => {
     const jobs = byWorker.get(name) || [];
@@ -27,10 +21,12 @@ async function renderWorkers(container) {
   };
   const rows = workers.map(w => el("tr", { class: "worker", "data-name": w.name, "data-state": w.state },
     el("td", { class: "mono", text: w.name }),
-    el("td", {}, badge(w.state === "alive" ? "running" : w.state === "lost" ? "failed" : "cancelled"), " ", el("span", { class: "state", text: w.state })),
+    el("td", {}, el("span", { class: "badge worker-" + w.state, "data-state": w.state, text: w.state })),
     el("td", { text: w.queue || "-" }),
     el("td", { text: w.slots !== undefined ? String(w.slots) : "-" }),
-    el("td", { class: "n-running", text: String((byWorker.get(w.name) || []).length) }),
+    el("td", { class: "n-running", title: "jobs the server records as running on it", text: String((byWorker.get(w.name) || []).length) }),
+    el("td", { class: "n-held", title: "as the worker last reported: running / held (prefetched)",
+      text: w.running !== undefined ? `${w.running} / ${w.held}` : "-" }),
     el("td", { text: w.served !== undefined ? String(w.served) : "-" }),
     el("td", { title: fmtTime(w.last_heartbeat), text: fmtAge(w.last_heartbeat) }),
     el("td", { text: fmtTime(w.started_at) }),
@@ -38,9 +34,8 @@ async function renderWorkers(container) {
   const lost = workers.filter(w => w.state === "lost").length;
   fill(container, el("h1", { text: "Workers" }),
     el("p", { class: "counts", text: `${workers.length} workers · ${workers.filter(w => w.state === "alive").length} alive · ${lost} lost · ${running.length} jobs running` }),
-    note,
     el("table", { id: "workers" },
-      el("thead", {}, el("tr", {}, ...["Worker", "State", "Queue", "Slots", "Running", "Served", "Last heartbeat", "Started", "Running jobs"].map(h => el("th", { text: h })))),
+      el("thead", {}, el("tr", {}, ...["Worker", "State", "Queue", "Slots", "Running", "Reported running / held", "Served", "Last heartbeat", "Started", "Running jobs"].map(h => el("th", { text: h })))),
       el("tbody", {}, ...rows)),
     workers.length ? null : el("p", { class: "hint", text: "No worker has reported yet." }));
 }

@@ -127,13 +127,28 @@ def seed_events(live: bool = False) -> tuple[Seeded, list[Event]]:
         events.append(Event("workflow_finished", wf, ts=clock, data={"status": "failed",
                                                                       "error": "ValueError: fit diverged"}))
     # the run ends now (a live run's last jobs started a moment ago): shift every time by the same amount
-    last_start = max(e.ts for e in events if e.type == "job_started")
-    shift = time.time() - (last_start if live else clock)
+    end = max(e.ts for e in events if e.type == "job_started") if live else clock
+    events += _worker_reports(seeded, live, end)
+    shift = time.time() - end
     for e in events:
-        for k in ("start", "end"):
+        for k in ("start", "end", "started"):
             if k in e.data:
                 e.data[k] += shift
     return seeded, [dataclasses.replace(e, ts=e.ts + shift) for e in events]
+
+
+def _worker_reports(seeded: Seeded, live: bool, end: float) -> list[Event]:
+    """Each worker's last report: the first three report until the end; the last went silent 2 minutes
+    before it (the monitor marks it lost), or, in a finished run, stopped cleanly."""
+    events = []
+    for n, worker in enumerate(WORKERS):
+        silent = n == len(WORKERS) - 1
+        ts = end - 120 if silent else end
+        kind = "worker_stopped" if silent and not live else "worker_heartbeat"
+        events.append(Event(kind, ts=ts, data={"worker": worker, "queue": "default", "slots": 4, "running": 0,
+                                               "held": 0, "served": seeded.jobs_by_worker.get(worker, 0),
+                                               "started": 0.0}))
+    return events
 
 
 def _nested(seeded: Seeded, child: str, parent: str, clock: float) -> list[Event]:

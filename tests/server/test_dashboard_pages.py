@@ -201,15 +201,22 @@ def test_timeline_draws_every_started_job_on_its_workers_lanes_and_a_histogram_p
     for worker, n in seeded.jobs_by_worker.items():
         assert page.locator(f"#task-stream a.task[data-worker='{worker}']").count() == n
     assert page.locator("#task-stream a.task rect.failed").count() == seeded.failed
-    assert page.locator(".histogram").count() == 21
+    page.wait_for_function("document.querySelectorAll('.histogram').length === 21", timeout=WAIT)
     fit1 = page.locator(".histogram[data-label='fit #1'] rect.bin")
     assert sum(int(fit1.nth(i).get_attribute("data-count")) for i in range(fit1.count())) == 40 - 3
     shot(page, "dashboard-timeline.png")
 
 
-def test_workers_page_lists_each_worker_with_its_running_jobs(server, page, live):
+def test_workers_page_shows_each_workers_queue_slots_heartbeat_running_jobs_and_the_lost_one(server, page, live):
     page.goto(f"{server.url}/#/workers")
-    page.wait_for_function("document.querySelectorAll('#workers tr.worker').length >= 4", timeout=WAIT)
+    page.wait_for_function("document.querySelectorAll('#workers tr.worker').length === 4", timeout=WAIT)
+    lost = "node-d:4104"
+    page.locator(f"#workers tr.worker[data-name='{lost}'][data-state='lost']").wait_for(timeout=WAIT)
+    for w in ("node-a:4101", "node-b:4102", "node-c:4103"):
+        row = page.locator(f"#workers tr.worker[data-name='{w}']")
+        assert row.get_attribute("data-state") == "alive"
+        cells = row.locator("td").all_inner_texts()
+        assert cells[2:4] == ["default", "4"] and cells[7].endswith("ago")
     running = {w: int(page.locator(f"#workers tr.worker[data-name='{w}'] td.n-running").inner_text())
                for w in live.jobs_by_worker}
     assert sum(running.values()) == live.running == 9
@@ -217,6 +224,7 @@ def test_workers_page_lists_each_worker_with_its_running_jobs(server, page, live
     for w, n in running.items():
         assert n == sum(1 for j in api if j["worker"] == w)
         assert page.locator(f"#workers tr.worker[data-name='{w}'] td.running-jobs a").count() == n
+    assert "1 lost" in page.locator("#workers-view .counts").inner_text()
     shot(page, "dashboard-workers.png")
 
 
