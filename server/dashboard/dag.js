@@ -221,7 +221,7 @@ class DagView {
 
   childNode(c, p) {
     const g = el("svg:g", { class: "node subworkflow-node", "data-status": c.status, "data-id": c.id, "data-name": c.name });
-    this.box(g, p.x, p.y, p.h, "⤷ " + (c.name || short(c.id)), `sub-workflow · ${c.n_works} works · ${c.counts.total} jobs`, c.status);
+    this.box(g, p.x, p.y, p.h, "⤷ " + (c.name || short(c.id)), `${c.n_works} works · ${c.counts.total} jobs`, c.status);
     g.append(el("svg:title", { text: `open sub-workflow ${c.name} (${c.status})` }));
     g.addEventListener("click", () => { location.hash = "#/workflow/" + c.id; });
     return g;

@@ -76,7 +76,7 @@ def seed_events(live: bool = False) -> tuple[Seeded, list[Event]]:
             seeded.edges += [(p, work) for p in parents]
             args = [{"stage": stage, "part": w, "i": i} for i in range(n_jobs)]
             keys = [get_unique_id_for_dict(a) for a in args]
-            events.append(Event("work_submitted", wf, work, ts=clock, data={
+            events.append(Event("work_submitted", wf, work, ts=clock + w * 0.01, data={
                 "name": stage, "executor": "broker", "queue": "default", "parents": parents,
                 "jobs": [{"key": k, "args": a} for k, a in zip(keys, args)], "reply_to": "results.driver-x"}))
             statuses = []

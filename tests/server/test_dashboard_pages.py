@@ -95,7 +95,7 @@ def test_dag_gives_repeated_work_names_distinct_labels_and_draws_every_edge(serv
              for e in page.locator("svg#dag path.edge:not(.root)").all()}
     assert drawn == set(seeded.edges)
     assert any(s in fit_ids and t in score_ids for s, t in drawn)
-    shot(page, "dashboard-dag.png")
+    shot(page, "page-dag.png")
 
 
 def test_dag_zooms_pans_and_expands_then_collapses_a_works_jobs(server, page, seeded):
@@ -120,7 +120,7 @@ def test_dag_zooms_pans_and_expands_then_collapses_a_works_jobs(server, page, se
     page.wait_for_function(f"document.querySelectorAll(\"svg#dag g.work-node[data-id='{fit}'] a.job-dot\").length === 40",
                            timeout=WAIT)
     assert page.locator(f"svg#dag g.work-node[data-id='{fit}'] a.job-dot[data-status='failed']").count() == 3
-    shot(page, "dashboard-dag-expanded.png")
+    shot(page, "page-dag-expanded.png")
     page.locator(f"svg#dag g.work-node[data-id='{fit}'] g.toggle").dispatch_event("click")
     page.wait_for_function(f"!document.querySelector(\"svg#dag g.work-node[data-id='{fit}'] a.job-dot\")", timeout=WAIT)
     assert dots.count() == 0
@@ -166,7 +166,7 @@ def test_jobs_table_filters_by_status_worker_and_text_sorts_and_pages(server, pa
     page.wait_for_function("document.querySelector('table.jobs tr.job td:nth-child(6)').textContent === '2'", timeout=WAIT)
     attempts = [int(t) for t in page.locator("table.jobs tr.job td:nth-child(6)").all_inner_texts()]
     assert attempts == sorted(attempts, reverse=True) and attempts.count(2) == seeded.retried
-    shot(page, "dashboard-jobs.png")
+    shot(page, "page-jobs.png")
 
 
 def test_job_page_shows_a_failed_jobs_traceback_output_and_history(server, page, seeded):
@@ -177,7 +177,7 @@ def test_job_page_shows_a_failed_jobs_traceback_output_and_history(server, page,
     assert "loss=nan after 3 steps" in page.locator("pre#job-log").inner_text()
     assert page.locator("pre#job-log").get_attribute("data-live") == "0"
     assert page.locator("#job-events tr.event").all_inner_texts()[-1].count("job_failed") == 1
-    shot(page, "dashboard-job-log.png")
+    shot(page, "page-job-log.png")
 
 
 def test_job_page_tails_a_running_job_then_shows_its_stored_log(server, page, live):
@@ -204,7 +204,7 @@ def test_timeline_draws_every_started_job_on_its_workers_lanes_and_a_histogram_p
     page.wait_for_function("document.querySelectorAll('.histogram').length === 21", timeout=WAIT)
     fit1 = page.locator(".histogram[data-label='fit #1'] rect.bin")
     assert sum(int(fit1.nth(i).get_attribute("data-count")) for i in range(fit1.count())) == 40 - 3
-    shot(page, "dashboard-timeline.png")
+    shot(page, "page-timeline.png")
 
 
 def test_workers_page_shows_each_workers_queue_slots_heartbeat_running_jobs_and_the_lost_one(server, page, live):
@@ -225,7 +225,7 @@ def test_workers_page_shows_each_workers_queue_slots_heartbeat_running_jobs_and_
         assert n == sum(1 for j in api if j["worker"] == w)
         assert page.locator(f"#workers tr.worker[data-name='{w}'] td.running-jobs a").count() == n
     assert "1 lost" in page.locator("#workers-view .counts").inner_text()
-    shot(page, "dashboard-workers.png")
+    shot(page, "page-workers.png")
 
 
 def test_cancel_button_asks_for_the_token_then_cancels_the_workflow(server, page, live):
