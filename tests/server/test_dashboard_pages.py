@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -186,7 +187,14 @@ def test_job_page_tails_a_running_job_then_shows_its_stored_log(server, page, li
     page.goto(f"{server.url}/#/job/{job['id']}")
     page.wait_for_function("document.querySelector('pre#job-log') && document.querySelector('pre#job-log').dataset.live === '1'",
                            timeout=WAIT)
-    server.server.recorder.submit([Event("job_failed", job["workflow_id"], job["work_id"], job["job_key"], 1, data={
+    recorder = server.server.recorder
+    for n, line in enumerate(("step 1 of 3", "step 2 of 3")):
+        recorder.submit([Event("job_output", job["workflow_id"], job["work_id"], job["job_key"], 1, ts=time.time() + n,
+                               data={"worker": job["worker"], "output": f"writing report\n{line}\n"})])
+        server.flush()
+        wait_text(page, "pre#job-log", line)
+        assert page.locator("pre#job-log").get_attribute("data-live") == "1", "still running: the tail is live"
+    recorder.submit([Event("job_failed", job["workflow_id"], job["work_id"], job["job_key"], 1, data={
         "worker": job["worker"], "start": job["started_at"], "end": job["started_at"] + 1,
         "error": "RuntimeError: report could not be written", "output": "writing report\ndisk full\n"})])
     server.flush()
