@@ -114,7 +114,12 @@ class DagView {
   zoomBy(f, cx, cy) {
     if (!this.view) return;
     const r = this.svg.getBoundingClientRect();
-    cx = cx === undefined ? r.width / 2 : cx; cy = cy === undefined ? r.height / 2 : cy;
+    if (cx === undefined) {
+      // the buttons zoom around the middle of the part of the DAG in view, so it stays in view
+      const v = this.view, x1 = Math.max(0, v.tx), y1 = Math.max(0, v.ty);
+      const x2 = Math.min(r.width, v.tx + this.size.width * v.k), y2 = Math.min(r.height, v.ty + this.size.height * v.k);
+      [cx, cy] = x2 > x1 && y2 > y1 ? [(x1 + x2) / 2, (y1 + y2) / 2] : [r.width / 2, r.height / 2];
+    }
     const k = Math.min(4, Math.max(0.05, this.view.k * f));
     this.view.tx = cx - (cx - this.view.tx) * (k / this.view.k);
     this.view.ty = cy - (cy - this.view.ty) * (k / this.view.k);

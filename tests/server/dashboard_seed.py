@@ -180,3 +180,29 @@ def seed(server, live: bool = False) -> Seeded:
         recorder.submit(events[start:start + 200])
     assert recorder.flush(120), "the recorder did not write the seeded run within 120 s"
     return seeded
+
+
+def seed_deep(server, stages: int = 12, width: int = 5) -> str:
+    """A workflow of ``stages`` x ``width`` one-job works (all named ``step``), each fed by the one before it in
+    its lane and the first work of the stage before; returns the workflow id."""
+    wf = uuid.uuid4().hex
+    now = time.time() - stages
+    events = [Event("workflow_started", wf, ts=now, data={"name": "deep-pipeline"})]
+    previous: list[str] = []
+    for s in range(stages):
+        current = []
+        for lane in range(width):
+            work = uuid.uuid4().hex
+            parents = sorted({previous[lane], previous[0]}) if previous else []
+            key = get_unique_id_for_dict({"stage": s, "lane": lane})
+            ts = now + s + lane * 0.01
+            events += [Event("work_submitted", wf, work, ts=ts, data={"name": "step", "parents": parents,
+                                                                      "jobs": [{"key": key, "args": {"lane": lane}}]}),
+                       Event("job_started", wf, work, key, ts=ts, data={"worker": WORKERS[lane % 4]}),
+                       Event("job_finished", wf, work, key, ts=ts + 0.5,
+                             data={"worker": WORKERS[lane % 4], "start": ts, "end": ts + 0.5})]
+            current.append(work)
+        previous = current
+    server.server.recorder.submit(events)
+    assert server.server.recorder.flush(120)
+    return wf

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from dashboard_seed import STAGES, seed
+from dashboard_seed import STAGES, seed, seed_deep
 
 from iworkflow.messages import Event
 
@@ -253,3 +253,25 @@ def test_cancel_button_asks_for_the_token_then_cancels_the_workflow(server, page
     page.locator("#wf-head .badge[data-status='cancelled']").wait_for(timeout=WAIT)
     assert not page.locator("button.cancel-btn").is_visible(), "a cancelled workflow offers no cancel"
     assert page.evaluate("localStorage.getItem('iworkflow-token')") == server.token, "the token is entered once"
+
+
+def test_a_dag_of_60_works_in_12_stages_is_laid_in_12_columns_and_fits_the_view(server, page):
+    wf = seed_deep(server, stages=12, width=5)
+    page.goto(f"{server.url}/#/workflow/{wf}")
+    page.wait_for_function("document.querySelectorAll('svg#dag g.work-node').length === 60", timeout=WAIT)
+    columns = {round(n.locator("rect").first.bounding_box()["x"]) for n in page.locator("svg#dag g.work-node").all()}
+    assert len(columns) == 12
+    labels = {n.get_attribute("data-label") for n in page.locator("svg#dag g.work-node").all()}
+    assert labels == {f"step #{i}" for i in range(1, 61)}
+    view = page.locator("svg#dag").bounding_box()
+    drawn = page.locator("svg#dag g.viewport").bounding_box()
+    assert drawn["width"] <= view["width"] + 1 and drawn["height"] <= view["height"] + 1, "fit shows the whole DAG"
+    assert drawn["x"] >= view["x"] - 1 and drawn["y"] >= view["y"] - 1
+    page.locator(".dag-tools .zoom-in").click()
+    page.locator(".dag-tools .zoom-in").click()
+    page.locator(".dag-tools .zoom-in").click()
+    zoomed = page.locator("svg#dag g.viewport").bounding_box()
+    assert zoomed["width"] > view["width"], "zoomed in past the view"
+    assert zoomed["x"] < view["x"] + view["width"] and zoomed["y"] < view["y"] + view["height"] \
+        and zoomed["x"] + zoomed["width"] > view["x"] and zoomed["y"] + zoomed["height"] > view["y"], "still in view"
+    shot(page, "page-dag-deep.png")
