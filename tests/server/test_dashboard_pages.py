@@ -275,3 +275,18 @@ def test_a_dag_of_60_works_in_12_stages_is_laid_in_12_columns_and_fits_the_view(
     assert zoomed["x"] < view["x"] + view["width"] and zoomed["y"] < view["y"] + view["height"] \
         and zoomed["x"] + zoomed["width"] > view["x"] and zoomed["y"] + zoomed["height"] > view["y"], "still in view"
     shot(page, "page-dag-deep.png")
+
+
+def test_a_server_that_needs_a_token_to_read_asks_for_it_once(make_server, page):
+    server = make_server(read_token_required=True)
+    seeded = seed(server)
+    page.goto(server.url + "/")
+    page.locator("#auth").wait_for(state="visible", timeout=WAIT)
+    assert page.locator(f"tr.wf-row[data-id='{seeded.workflow_id}']").count() == 0
+    page.locator("#auth-token").fill(server.token)
+    page.locator("#auth-form button[type=submit]").click()
+    page.locator(f"tr.wf-row[data-id='{seeded.workflow_id}']").wait_for(timeout=WAIT)
+    page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}/jobs")
+    page.reload()
+    wait_text(page, ".pager .page-info", "of 500")
+    assert page.locator("#auth").is_hidden()
