@@ -10,8 +10,8 @@ from pathlib import Path
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security, status
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBearer
-from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import func, select
 
 from iworkflow import serialization

@@ -90,6 +90,5 @@ def test_depends_on_refuses_a_value_no_work_returned(threaded):
 
 
 def test_depends_on_outside_a_workflow_is_refused(threaded):
-    with pytest.raises(ConfigurationError, match="inside a workflow"):
-        with iworkflow.depends_on():
-            pass
+    with pytest.raises(ConfigurationError, match="inside a workflow"), iworkflow.depends_on():
+        pass

@@ -75,6 +75,7 @@ def test_progress_off_hides_the_bar_on_a_terminal():
 
 def test_progress_on_draws_the_bar_into_a_pipe():
     out, err = run_driver(stderr_on_terminal=False, IWORKFLOW_PROGRESS="on")
+    assert "result [0, 1, 4]" in out
     assert "square" in err and "3/3" in err, err[-2000:]
 
 
