@@ -168,9 +168,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return queries.workflow_detail(s, queries.resolve_workflow(s, ref))
 
     @api.get("/workflows/{ref}/dag", dependencies=read, response_model=Dag)
-    def get_dag(ref: str):
+    def get_dag(ref: str, jobs: bool = Query(True, description="each node's jobs too (false: counts only)")):
         with ctx.db.session() as s:
-            return queries.dag(s, queries.resolve_workflow(s, ref))
+            return queries.dag(s, queries.resolve_workflow(s, ref), with_jobs=jobs)
 
     @api.post("/workflows/{ref}/cancel", dependencies=write, response_model=CancelResult)
     def cancel_workflow(ref: str):

@@ -206,13 +206,20 @@ def work_detail(session: Session, work: WorkRecord) -> WorkDetail:
     return detail
 
 
-def dag(session: Session, wf: WorkflowRecord) -> Dag:
+def dag(session: Session, wf: WorkflowRecord, with_jobs: bool = True) -> Dag:
+    """The workflow's works and edges, its parent and nested workflows; ``with_jobs=False`` leaves each node's
+    job list empty (the counts stay), which keeps a large workflow's DAG small enough to poll."""
     works = session.scalars(select(WorkRecord).where(WorkRecord.workflow_id == wf.id)
                             .order_by(WorkRecord.submitted_at, WorkRecord.id)).all()
     ids = {w.id for w in works}
     edges = session.scalars(select(WorkEdge).where(WorkEdge.child_id.in_(ids))).all() if ids else []
     parent = session.get(WorkflowRecord, wf.parent_id) if wf.parent_id else None
-    return Dag(workflow=workflow_out(session, wf), nodes=[work_detail(session, w) for w in works],
+    if with_jobs:
+        nodes = [work_detail(session, w) for w in works]
+    else:
+        counts = work_counts(session, list(ids))
+        nodes = [WorkDetail(**work_out(w, counts.get(w.id, Counts())).model_dump()) for w in works]
+    return Dag(workflow=workflow_out(session, wf), nodes=nodes,
                edges=[Edge(source=e.parent_id, target=e.child_id) for e in edges if e.parent_id in ids],
                parent=workflow_out(session, parent) if parent is not None else None,
                children=list_workflows(session, [], 1000, 0, parent_id=wf.id))

@@ -72,14 +72,14 @@ class WorkflowPage {
     this.head = el("div", { id: "wf-head" });
     this.body = el("div", { id: "wf-body" });
     this.root = el("section", { id: "workflow-view" }, this.head, this.body);
-    this.dagView = new DagView(id => { this.selected = id; this.panelTable = null; this.load(); });
+    this.dagView = new DagView(id => { this.selected = id; this.panelTable = null; this.load(); }, () => this.load());
     this.panel = el("aside", { id: "panel" });
   }
 
   setTab(tab) { if (tab !== this.tab) { this.tab = tab; this.built = null; } }
 
   async load() {
-    const dag = await api(`/workflows/${encodeURIComponent(this.id)}/dag`);
+    const dag = await api(`/workflows/${encodeURIComponent(this.id)}/dag?jobs=false`);
     this.dag = dag;
     this.labels = workLabels(dag.nodes);
     const wf = dag.workflow;
@@ -90,12 +90,12 @@ class WorkflowPage {
     this.renderHead(dag);
     if (this.built !== this.tab) this.buildTab();
     if (this.tab === "dag") await this.loadDag(dag);
-    else if (this.tab === "jobs") { this.jobTable.setWorkers(this.workerNames(dag)); await this.jobTable.load(); }
+    else if (this.tab === "jobs") await this.jobTable.load();
     else await renderTimeline(this.body, wf, dag.nodes);
   }
 
-  workerNames(dag) {
-    return [...new Set(dag.nodes.flatMap(n => n.jobs.map(j => j.worker).filter(Boolean)))];
+  async workerNames() {
+    return (await api("/workers")).map(w => w.name);
   }
 
   renderHead(dag) {
@@ -134,18 +134,23 @@ class WorkflowPage {
       fill(this.body, el("div", { class: "split" }, this.dagView.root, this.panel));
       this.panelTable = null;
     } else if (this.tab === "jobs") {
-      this.jobTable = new JobTable({ workflow_id: this.id }, this.labels, this.workerNames(this.dag));
+      this.jobTable = new JobTable({ workflow_id: this.id }, this.labels, []);
+      this.workerNames().then(names => this.jobTable.setWorkers(names));
       fill(this.body, this.jobTable.root);
     } else fill(this.body, el("p", { class: "hint", text: "loading…" }));
   }
 
   async loadDag(dag) {
     if (this.selected && !dag.nodes.some(n => n.id === this.selected)) this.selected = null;
+    // only the unfolded works' jobs are fetched (the DAG itself carries counts)
+    await Promise.all(dag.nodes.filter(n => this.dagView.expanded.has(n.id)).map(async n => {
+      n.jobs = (await apiPage(`/jobs?work_id=${encodeURIComponent(n.id)}&limit=${MAX_DOTS}`)).items;
+    }));
     this.dagView.update(dag, this.selected);
     const node = dag.nodes.find(n => n.id === this.selected);
     if (!node) { fill(this.panel, ...this.workflowPanel(dag)); return; }
     if (!this.panelTable || this.panelTable.scope.work_id !== node.id) {
-      this.panelTable = new JobTable({ work_id: node.id }, this.labels, this.workerNames({ nodes: [node] }));
+      this.panelTable = new JobTable({ work_id: node.id }, this.labels, []);
       this.panelHead = el("div", {});
       fill(this.panel, this.panelHead, this.panelTable.root);
     }

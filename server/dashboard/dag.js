@@ -9,7 +9,7 @@ function dotRows(n) { return Math.ceil(Math.min(n, MAX_DOTS) / DOTS_PER_ROW); }
 
 function nodeHeight(node, expanded) {
   if (!expanded || node.kind !== "work") return NH;
-  return NH + dotRows(node.jobs.length) * (DOT + DOT_GAP) + (node.jobs.length > MAX_DOTS ? 16 : 4);
+  return NH + dotRows(node.jobs.length) * (DOT + DOT_GAP) + (node.counts.total > node.jobs.length ? 16 : 4);
 }
 
 // Levels by longest path from a root; sub-workflows sit one level after the last work submitted before them.
@@ -69,8 +69,10 @@ function dagLayout(dag, expanded) {
 }
 
 class DagView {
-  constructor(onSelect) {
+  // onSelect(work id or null): a node was clicked; onExpand(): the set of unfolded works changed
+  constructor(onSelect, onExpand) {
     this.onSelect = onSelect;
+    this.onExpand = onExpand;
     this.expanded = new Set();
     this.view = null;  // {k, tx, ty} once fitted or moved
     this.svg = el("svg:svg", { id: "dag", role: "img", "aria-label": "workflow DAG" });
@@ -82,7 +84,7 @@ class DagView {
       el("button", { class: "zoom-in", title: "zoom in", text: "+", onclick: () => this.zoomBy(1.25) }),
       el("button", { class: "zoom-out", title: "zoom out", text: "−", onclick: () => this.zoomBy(0.8) }),
       el("button", { class: "zoom-fit", title: "fit the whole DAG", text: "fit", onclick: () => this.fit() }),
-      el("button", { class: "expand-all", text: "expand all jobs", onclick: () => { this.dag.nodes.forEach(n => this.expanded.add(n.id)); this.draw(); } }),
+      el("button", { class: "expand-all", text: "expand all jobs", onclick: () => { this.dag.nodes.forEach(n => this.expanded.add(n.id)); this.onExpand(); } }),
       el("button", { class: "collapse-all", text: "collapse all jobs", onclick: () => { this.expanded.clear(); this.draw(); } }),
       el("span", { class: "hint", text: "wheel: zoom · drag: pan" }));
     this.root = el("div", { id: "dag-wrap" }, tools, this.svg);
@@ -202,8 +204,7 @@ class DagView {
       el("svg:title", { text: open ? "collapse the jobs" : "show the jobs" }));
     toggle.addEventListener("click", ev => {
       ev.stopPropagation();
-      if (this.expanded.has(n.id)) this.expanded.delete(n.id); else this.expanded.add(n.id);
-      this.draw();
+      if (this.expanded.has(n.id)) { this.expanded.delete(n.id); this.draw(); } else { this.expanded.add(n.id); this.onExpand(); }
     });
     g.append(toggle);
     if (open) {
@@ -216,8 +217,8 @@ class DagView {
         a.addEventListener("click", ev => ev.stopPropagation());
         dots.append(a);
       });
-      if (n.jobs.length > MAX_DOTS) {
-        dots.append(el("svg:text", { x: p.x + 8, y: p.y + p.h - 4, text: `+${n.jobs.length - MAX_DOTS} more (jobs table)` }));
+      if (n.counts.total > n.jobs.length) {
+        dots.append(el("svg:text", { x: p.x + 8, y: p.y + p.h - 4, class: "more", text: `+${n.counts.total - n.jobs.length} more (jobs table)` }));
       }
       g.append(dots);
     }

@@ -24,7 +24,11 @@ class JobTable {
   build(workers) {
     const status = el("select", { class: "f-status", "aria-label": "status", onchange: e => this.set({ status: e.target.value }) },
       el("option", { value: "", text: "any status" }), ...STATUSES.map(s => el("option", { value: s, text: s })));
-    this.workerSelect = el("select", { class: "f-worker", "aria-label": "worker", onchange: e => this.set({ worker: e.target.value }) });
+    // any worker name (exact), suggested from the workers that reported and those seen in the rows
+    this.workerList = el("datalist", { id: "workers-" + Math.random().toString(36).slice(2) });
+    this.workerSelect = el("input", { class: "f-worker", type: "search", list: this.workerList.id, placeholder: "worker",
+      "aria-label": "worker", onchange: e => this.set({ worker: e.target.value.trim() }) });
+    this.seen = new Set();
     this.setWorkers(workers);
     let timer = null;
     const text = el("input", { class: "f-text", type: "search", placeholder: "key, args or error contains…", "aria-label": "text",
@@ -41,17 +45,15 @@ class JobTable {
     this.info = el("span", { class: "page-info" });
     this.prev = el("button", { class: "page-prev", text: "‹ prev", onclick: () => { this.offset = Math.max(0, this.offset - this.limit); this.load(); } });
     this.next = el("button", { class: "page-next", text: "next ›", onclick: () => { this.offset += this.limit; this.load(); } });
-    this.root.append(el("div", { class: "filters" }, ...controls, size),
+    this.root.append(el("div", { class: "filters" }, ...controls, size, this.workerList),
       el("table", { class: "jobs" }, el("thead", {}, this.head), this.body),
       el("div", { class: "pager" }, this.prev, this.info, this.next));
     this.renderHead();
   }
 
   setWorkers(workers) {
-    const current = this.filters.worker;
-    const names = [...new Set(workers.concat(current ? [current] : []))].sort();
-    this.workerSelect.replaceChildren(el("option", { value: "", text: "any worker" }),
-      ...names.map(w => el("option", { value: w, text: w, selected: w === current })));
+    for (const w of workers) this.seen.add(w);
+    this.workerList.replaceChildren(...[...this.seen].sort().map(w => el("option", { value: w })));
   }
 
   set(changes) { Object.assign(this.filters, changes); this.offset = 0; this.load(); }
@@ -81,6 +83,8 @@ class JobTable {
     const { items, total } = await apiPage(this.query());
     this.total = total;
     this.body.replaceChildren(...items.map(job => this.row(job)));
+    const fresh = items.map(j => j.worker).filter(w => w && !this.seen.has(w));
+    if (fresh.length) this.setWorkers(fresh);
     if (!items.length) this.body.append(el("tr", {}, el("td", { colspan: JOB_COLUMNS.length, class: "hint", text: "no job matches" })));
     const first = total ? this.offset + 1 : 0;
     this.info.textContent = `${first}–${this.offset + items.length} of ${total}`;
