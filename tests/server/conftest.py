@@ -94,7 +94,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 @pytest.fixture
 def page():
-    """A page of Debian's headless Chromium driven by Playwright."""
+    """A page of Debian's headless Chromium driven by Playwright; a JavaScript error on it fails the test."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the 'dev' extra)")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
@@ -102,6 +102,10 @@ def page():
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 900})
-            yield context.new_page()
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page
+            assert errors == [], f"JavaScript errors on the page: {errors}"
         finally:
             browser.close()
