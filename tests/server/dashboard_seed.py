@@ -206,3 +206,18 @@ def seed_deep(server, stages: int = 12, width: int = 5) -> str:
     server.server.recorder.submit(events)
     assert server.server.recorder.flush(120)
     return wf
+
+
+def record_to_file(path) -> Seeded:
+    """Write a finished seeded run into a new SQLite file with the recorder's own batch write, once, for tests
+    that each start a server on a copy of it."""
+    from iworkflow.server.db import Database
+    from iworkflow.server.recorder import Recorder
+
+    seeded, events = seed_events(live=False)
+    db = Database(f"sqlite:///{path}")
+    try:
+        Recorder(db, bus=None, secret=b"")._write(events)
+    finally:
+        db.dispose()
+    return seeded

@@ -3,6 +3,7 @@ with failures, retries and a nested workflow (``dashboard_seed``), and the API d
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from dashboard_seed import STAGES, seed, seed_deep
+from dashboard_seed import STAGES, Seeded, record_to_file, seed, seed_deep
 
 from iworkflow.messages import Event
 
@@ -25,9 +26,23 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> tuple[Seeded, Path]:
+    path = tmp_path_factory.mktemp("recorded") / "run.db"
+    return record_to_file(path), path
+
+
 @pytest.fixture
-def seeded(server):
-    return seed(server)
+def server(make_server, recorded, tmp_path):
+    """A server on a copy of the recorded 500-job run (recorded once per module)."""
+    copy = tmp_path / "run.db"
+    shutil.copyfile(recorded[1], copy)
+    return make_server(db_url=f"sqlite:///{copy}")
+
+
+@pytest.fixture
+def seeded(server, recorded) -> Seeded:
+    return recorded[0]
 
 
 @pytest.fixture
@@ -186,7 +201,8 @@ def test_job_page_shows_a_failed_jobs_traceback_output_and_history(server, page,
 
 
 def test_job_page_tails_a_running_job_then_shows_its_stored_log(server, page, live):
-    job = httpx.get(f"{server.url}/api/jobs", params={"q": live.running_key}, timeout=10).json()[0]
+    job = httpx.get(f"{server.url}/api/jobs", params={"q": live.running_key, "workflow_id": live.workflow_id},
+                    timeout=10).json()[0]
     assert job["status"] == "running"
     page.goto(f"{server.url}/#/job/{job['id']}")
     page.wait_for_function("document.querySelector('pre#job-log') && document.querySelector('pre#job-log').dataset.live === '1'",
