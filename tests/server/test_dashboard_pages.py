@@ -141,6 +141,12 @@ def test_dag_zooms_pans_and_expands_then_collapses_a_works_jobs(server, page, se
     page.wait_for_function(f"!document.querySelector(\"svg#dag g.work-node[data-id='{fit}'] a.job-dot\")", timeout=WAIT)
     assert dots.count() == 0
 
+    page.locator(".dag-tools .expand-all").click()
+    page.wait_for_function("document.querySelectorAll('svg#dag a.job-dot').length === 500", timeout=WAIT)
+    assert page.locator("svg#dag a.job-dot[data-status='failed']").count() == seeded.failed
+    page.locator(".dag-tools .collapse-all").click()
+    page.wait_for_function("document.querySelectorAll('svg#dag a.job-dot').length === 0", timeout=WAIT)
+
 
 def test_subworkflow_node_opens_the_nested_workflow_and_the_parent_link_returns(server, page, seeded):
     page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}")
@@ -198,6 +204,11 @@ def test_job_page_shows_a_failed_jobs_traceback_output_and_history(server, page,
     assert page.locator("pre#job-log").get_attribute("data-live") == "0"
     assert page.locator("#job-events tr.event").all_inner_texts()[-1].count("job_failed") == 1
     shot(page, "page-job-log.png")
+    page.locator("#log-tail").select_option("100")
+    full = page.locator("pre#job-log").inner_text()
+    assert full.splitlines()[0].startswith("job "), "100 lines hold the whole log"
+    page.locator("#log-tail").select_option("10000")
+    assert "loss=nan after 3 steps" in page.locator("pre#job-log").inner_text()
 
 
 def test_job_page_tails_a_running_job_then_shows_its_stored_log(server, page, live):
