@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -321,3 +322,24 @@ def test_a_server_that_needs_a_token_to_read_asks_for_it_once(make_server, page)
     page.reload()
     wait_text(page, ".pager .page-info", "of 500")
     assert page.locator("#auth").is_hidden()
+
+
+def test_names_and_errors_are_shown_as_text_never_run_as_markup(server, page):
+    evil = "<img src=x onerror=\"document.title='pwned'\">"
+    wf, work = uuid.uuid4().hex, uuid.uuid4().hex
+    server.server.recorder.submit([
+        Event("workflow_started", wf, data={"name": evil}),
+        Event("work_submitted", wf, work, data={"name": evil, "jobs": [{"key": "k1", "args": {"x": evil}}]}),
+        Event("job_started", wf, work, "k1", data={"worker": evil}),
+        Event("job_failed", wf, work, "k1", data={"worker": evil, "error": evil, "output": evil})])
+    server.flush()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for route in ("/", f"/#/workflow/{wf}", f"/#/workflow/{wf}/jobs", f"/#/workflow/{wf}/timeline", "/#/workers"):
+        page.goto(server.url + route)
+        page.wait_for_function("arg => document.body.innerText.includes(arg)", arg=evil, timeout=WAIT)
+        assert page.locator("img[src=x]").count() == 0 and page.title() == "iworkflow"
+    job = httpx.get(f"{server.url}/api/jobs", params={"workflow_id": wf}, timeout=10).json()[0]
+    page.goto(f"{server.url}/#/job/{job['id']}")
+    wait_text(page, "pre#job-log", evil)
+    assert page.locator("img[src=x]").count() == 0 and page.title() == "iworkflow" and dialogs == []
