@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 #: seconds a wait lasts before its bar appears (short waits draw nothing)
 DELAY = 0.5
 #: seconds between two looks at the results
-POLL = 0.1
+POLL = 0.25
 MODES = ("auto", "on", "off")
 
 
