@@ -19,7 +19,7 @@ from iworkflow.messages import Event
 pytestmark = pytest.mark.browser
 
 SCREENSHOTS = Path(os.environ.get("IWORKFLOW_SCREENSHOTS", Path(tempfile.gettempdir()) / "iworkflow-screenshots"))
-WAIT = 10_000
+WAIT = 20_000
 
 
 def shot(page, name: str) -> None:
@@ -331,7 +331,8 @@ def test_names_and_errors_are_shown_as_text_never_run_as_markup(server, page):
         Event("workflow_started", wf, data={"name": evil}),
         Event("work_submitted", wf, work, data={"name": evil, "jobs": [{"key": "k1", "args": {"x": evil}}]}),
         Event("job_started", wf, work, "k1", data={"worker": evil}),
-        Event("job_failed", wf, work, "k1", data={"worker": evil, "error": evil, "output": evil})])
+        Event("job_failed", wf, work, "k1", data={"worker": evil, "error": evil, "output": evil}),
+        Event("worker_heartbeat", data={"worker": evil, "queue": evil, "slots": 1})])
     server.flush()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
