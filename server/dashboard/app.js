@@ -9,8 +9,12 @@ const state = { route: null, page: null, timer: null, openChildren: new Set() };
 
 function parseRoute() {
   const h = location.hash;
-  let m = h.match(/^#\/workflow\/([^/]+)(?:\/(dag|jobs|timeline))?/);
+  let m = h.match(/^#\/workflow\/([^/]+)\/work\/([^/]+)/);
+  if (m) return { view: "workflow", id: decodeURIComponent(m[1]), tab: "dag", work: decodeURIComponent(m[2]), key: "wf:" + m[1] };
+  m = h.match(/^#\/workflow\/([^/]+)(?:\/(dag|jobs|timeline))?/);
   if (m) return { view: "workflow", id: decodeURIComponent(m[1]), tab: m[2] || "dag", key: "wf:" + m[1] };
+  m = h.match(/^#\/artifacts(?:\/([^/]+))?/);
+  if (m) return { view: "artifacts", name: m[1] ? decodeURIComponent(m[1]) : null, key: "artifacts:" + (m[1] || "") };
   m = h.match(/^#\/job\/([^/]+)/);
   if (m) return { view: "job", id: decodeURIComponent(m[1]), key: "job:" + m[1] };
   if (h.startsWith("#/workers")) return { view: "workers", key: "workers" };
@@ -184,6 +188,12 @@ class JobPage {
   async load() { this.live = await this.view.load(); }
 }
 
+// artifacts.js renders into #artifacts-view
+class ArtifactsPage {
+  constructor(route) { this.name = route.name; this.root = el("section", { id: "artifacts-view" }); }
+  async load() { await renderArtifacts(this.name); }
+}
+
 class WorkersPage {
   constructor() { this.root = el("section", { id: "workers-view" }); }
   async load() { fill($("crumbs"), el("a", { href: "#/", text: "workflows" }), " / workers"); await renderWorkers(this.root); }
@@ -194,6 +204,7 @@ function pageFor(route) {
   if (route.view === "workflow") return new WorkflowPage(route);
   if (route.view === "job") return new JobPage(route);
   if (route.view === "workers") return new WorkersPage();
+  if (route.view === "artifacts") return new ArtifactsPage(route);
   return new ListPage();
 }
 
@@ -203,7 +214,11 @@ async function refresh() {
     state.page = pageFor(route);
     fill($("main"), state.page.root);
   }
-  if (route.view === "workflow") state.page.setTab(route.tab);
+  if (route.view === "workflow") {
+    state.page.setTab(route.tab);
+    // #/workflow/ID/work/WORK (a link from elsewhere) selects that work once, when the link is followed
+    if (route.work && (!state.route || state.route.work !== route.work)) { state.page.selected = route.work; state.page.panelTable = null; }
+  }
   state.route = route;
   for (const a of document.querySelectorAll("header nav.top a")) a.classList.toggle("active", a.dataset.view === route.view);
   try {
