@@ -146,10 +146,21 @@ class WorkflowPage {
 
   async loadDag(dag) {
     if (this.selected && !dag.nodes.some(n => n.id === this.selected)) this.selected = null;
-    // only the unfolded works' jobs are fetched (the DAG itself carries counts)
-    await Promise.all(dag.nodes.filter(n => this.dagView.expanded.has(n.id)).map(async n => {
-      n.jobs = (await apiPage(`/jobs?work_id=${encodeURIComponent(n.id)}&limit=${MAX_DOTS}`)).items;
-    }));
+    // only the unfolded works' jobs are fetched (the DAG itself carries counts): one request per work for a
+    // few, one for the whole workflow (its first 5000 jobs) for more; "+N more" says what is not drawn
+    const open = dag.nodes.filter(n => this.dagView.expanded.has(n.id));
+    if (open.length > 4) {
+      const byWork = new Map(open.map(n => [n.id, []]));
+      for (const j of (await apiPage(`/jobs?workflow_id=${encodeURIComponent(this.id)}&limit=5000`)).items) {
+        const list = byWork.get(j.work_id);
+        if (list && list.length < MAX_DOTS) list.push(j);
+      }
+      open.forEach(n => { n.jobs = byWork.get(n.id); });
+    } else {
+      await Promise.all(open.map(async n => {
+        n.jobs = (await apiPage(`/jobs?work_id=${encodeURIComponent(n.id)}&limit=${MAX_DOTS}`)).items;
+      }));
+    }
     this.dagView.update(dag, this.selected);
     const node = dag.nodes.find(n => n.id === this.selected);
     if (!node) { fill(this.panel, ...this.workflowPanel(dag)); return; }
