@@ -154,11 +154,11 @@ class Workflow(WorkflowCompat):
         if _traceable(value):
             self._produced[id(value)] = (value, work_id)
 
-    def parents_of(self, values: Any) -> list[str]:
-        """Ids of earlier works whose results (or MapResult/Work) appear among these arguments, or are named
-        by an enclosing ``depends_on`` block."""
+    def parents_of(self, values: Any, declared: bool = True) -> list[str]:
+        """Ids of earlier works whose results (or MapResult/Work) appear among these arguments, or (``declared``)
+        are named by an enclosing ``depends_on`` block."""
         found: list[str] = []
-        stack, seen = [values, list(context.declared_sources())], 0
+        stack, seen = [values, list(context.declared_sources()) if declared else []], 0
         while stack and seen < 10_000:
             value = stack.pop()
             seen += 1
@@ -278,7 +278,7 @@ def depends_on(*sources: Any) -> Iterator[None]:
     if wf is None:
         raise ConfigurationError("depends_on() is used inside a workflow: call it from the @workflow function")
     for source in sources:
-        if not wf.parents_of([source]):
+        if not wf.parents_of([source], declared=False):
             raise ConfigurationError(
                 f"depends_on() got {type(source).__name__} {str(source)[:60]!r}, which no work of this workflow "
                 "returned: pass the Work, its MapResult, or a result value exactly as a work returned it")

@@ -89,6 +89,16 @@ def test_depends_on_refuses_a_value_no_work_returned(threaded):
         run(driver)
 
 
+def test_depends_on_refuses_a_stray_value_inside_another_depends_on(threaded):
+    def driver():
+        cubes = cube(multi_jobs_kwargs_list=[{"x": i} for i in range(2)])
+        with iworkflow.depends_on(cubes), iworkflow.depends_on(12345.5):
+            pass
+
+    with pytest.raises(ConfigurationError, match="which no work of this workflow returned"):
+        run(driver)
+
+
 def test_depends_on_outside_a_workflow_is_refused(threaded):
     with pytest.raises(ConfigurationError, match="inside a workflow"), iworkflow.depends_on():
         pass
