@@ -321,7 +321,10 @@ def test_a_server_that_needs_a_token_to_read_asks_for_it_once(make_server, page)
     page.goto(f"{server.url}/#/workflow/{seeded.workflow_id}/jobs")
     page.reload()
     wait_text(page, ".pager .page-info", "of 500")
-    assert page.locator("#auth").is_hidden()
+    assert page.locator("#auth").is_hidden() and page.locator("#token-state").inner_text() == "token set"
+    page.locator("#token-btn").click()
+    page.locator("#auth").wait_for(state="visible", timeout=WAIT)
+    assert "kept in this browser" in page.locator("#auth-reason").inner_text()
 
 
 def test_names_and_errors_are_shown_as_text_never_run_as_markup(server, page):
