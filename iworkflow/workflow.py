@@ -287,9 +287,12 @@ def depends_on(*sources: Any) -> Iterator[None]:
 
 
 def _traceable(value: Any) -> bool:
-    """Values whose identity can say where they came from (not None, bools, small ints or short strings)."""
-    if value is None or isinstance(value, (bool, int)):
+    """Values whose identity can say where they came from: not None, bools, short strings, or the small ints
+    CPython shares (-5..256: every 7 is the same object); a larger int a work returned is an object of its own."""
+    if value is None or isinstance(value, bool):
         return False
+    if isinstance(value, int):
+        return not -5 <= value <= 256
     return not (isinstance(value, str) and len(value) < 64)
 
 

@@ -46,6 +46,20 @@ def test_a_fan_outs_list_of_small_ints_passed_on_draws_the_edge(threaded):
     assert parents == [first]
 
 
+def test_a_large_int_a_work_returned_draws_the_edge_and_a_small_one_does_not(threaded):
+    def driver():
+        big, small = square(x=1000), square(x=3)
+        assert total(values=[big]) == 1_000_000
+        after_big = parents_of_last_work()
+        total(values=[small])
+        works = iworkflow.current_workflow().works
+        return after_big, parents_of_last_work(), works[0].internal_id
+
+    after_big, after_small, first = run(driver)
+    assert after_big == [first]
+    assert after_small == [], "9 is CPython's shared 9: its identity says nothing (use depends_on)"
+
+
 def test_get_all_results_passed_on_draws_the_edge(threaded):
     def driver():
         cubes = cube(multi_jobs_kwargs_list=[{"x": i} for i in range(3)])
