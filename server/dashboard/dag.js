@@ -97,18 +97,23 @@ class DagView {
       const r = this.svg.getBoundingClientRect();
       this.zoomBy(ev.deltaY < 0 ? 1.15 : 1 / 1.15, ev.clientX - r.left, ev.clientY - r.top);
     }, { passive: false });
+    // the SVG captures the pointer while a button is down, so a drag that leaves it still pans (and no listener
+    // outlives this view)
     let drag = null;
-    this.svg.addEventListener("pointerdown", ev => { drag = { x: ev.clientX, y: ev.clientY, moved: false }; });
-    window.addEventListener("pointermove", ev => {
+    this.svg.addEventListener("pointerdown", ev => {
+      drag = { x: ev.clientX, y: ev.clientY, moved: false, id: ev.pointerId };
+    });
+    this.svg.addEventListener("pointermove", ev => {
       if (!drag || !this.view) return;
       const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
       if (!drag.moved && Math.abs(dx) + Math.abs(dy) < 4) return;
+      if (!drag.moved) this.svg.setPointerCapture(drag.id);
       drag.moved = true;
       this.view.tx += dx; this.view.ty += dy;
       drag.x = ev.clientX; drag.y = ev.clientY;
       this.apply();
     });
-    window.addEventListener("pointerup", () => { this.justDragged = drag && drag.moved; drag = null; });
+    this.svg.addEventListener("pointerup", () => { this.justDragged = drag && drag.moved; drag = null; });
     // a drag that ends on a node is a pan, not a click
     this.svg.addEventListener("click", ev => { if (this.justDragged) { ev.stopPropagation(); this.justDragged = false; } }, true);
   }
