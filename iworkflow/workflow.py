@@ -8,7 +8,8 @@ import inspect
 import logging
 import os
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import context
 from .callable_module import make_callable

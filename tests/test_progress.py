@@ -35,7 +35,8 @@ def run_driver(stderr_on_terminal: bool, **env: str) -> tuple[str, str]:
     """Run the driver in a fresh interpreter; returns (stdout, stderr) with stderr on a pty or a pipe."""
     environ = {k: v for k, v in os.environ.items() if k != "IWORKFLOW_PROGRESS"} | env
     if not stderr_on_terminal:
-        done = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=environ, timeout=120)
+        done = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=environ, timeout=120,
+                              check=True)
         return done.stdout, done.stderr
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, stderr=slave, env=environ, text=True)
