@@ -44,7 +44,7 @@ def server_url(tmp_path):
 @work(map_results=True)
 def fit(seed):
     record = artifacts.save("rmq-model", {"seed": seed}, metadata={"seed": seed})
-    return record.version, os.getpid()
+    return record.version, os.environ.get("IWORKFLOW_WORKER_NAME"), os.getpid()
 
 
 def test_a_job_on_a_rabbitmq_worker_saves_and_the_driver_loads_it_with_the_workers_lineage(deploy):
@@ -52,10 +52,11 @@ def test_a_job_on_a_rabbitmq_worker_saves_and_the_driver_loads_it_with_the_worke
     deploy.driver()
     results = fit(multi_jobs_kwargs_list=[{"seed": s} for s in range(3)])
     for seed in range(3):
-        version, pid = results.get_result(args={"seed": seed})
+        version, worker, pid = results.get_result(args={"seed": seed})
         assert artifacts.load("rmq-model", version) == {"seed": seed}
         lin = artifacts.lineage("rmq-model", version)
-        assert lin.executor == "broker" and lin.worker.endswith(f":{pid}") and pid != os.getpid()
+        # the worker's one name (the same its jobs are shown under), given to the runner that ran the job
+        assert lin.executor == "broker" and worker and lin.worker == worker and pid != os.getpid()
         assert lin.work_id == results._work_id and lin.job_key == get_unique_id_for_dict({"seed": seed})
     assert sorted(v.version for v in artifacts.list("rmq-model"))[-3:] == sorted(
         results.get_result(args={"seed": s})[0] for s in range(3))
@@ -65,9 +66,9 @@ def test_a_worker_with_its_own_home_saves_through_the_server(deploy, server_url,
     deploy.start_worker(slots=1, IWORKFLOW_HOME=str(tmp_path / "other-machine"), IWORKFLOW_SERVER_URL=server_url,
                         IWORKFLOW_TOKEN=TOKEN)
     deploy.driver()
-    version, pid = fit(multi_jobs_kwargs_list=[{"seed": 42}]).get_result(args={"seed": 42})
+    version, worker, _pid = fit(multi_jobs_kwargs_list=[{"seed": 42}]).get_result(args={"seed": 42})
     reader = Artifacts(HttpBackend(server_url, "", tmp_path / "reader" / "cache"), tmp_path / "reader" / "files")
     assert reader.load("rmq-model", version) == {"seed": 42}
-    assert reader.lineage("rmq-model", version).worker.endswith(f":{pid}")
+    assert worker and reader.lineage("rmq-model", version).worker == worker
     here = artifacts.list("rmq-model") if any(n.name == "rmq-model" for n in artifacts.names()) else []
     assert {"seed": 42} not in [v.metadata for v in here], "the save went to the server, not to this home"
