@@ -23,17 +23,8 @@ from iworkflow import containers, processes
 from iworkflow.errors import InvalidMessage, JobLostError
 from iworkflow.events import EventBatcher
 from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
-from iworkflow.runner import (
-    EVENT,
-    INVALID,
-    JOB,
-    QUIT,
-    RESULT,
-    WORKER_NAME_ENV,
-    FrameReader,
-    failure_message,
-    write_frame,
-)
+from iworkflow.failures import WORKER_NAME_ENV, failure_message
+from iworkflow.runner import EVENT, INVALID, JOB, QUIT, RESULT, FrameReader, write_frame
 
 from .base import Executor
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 from iworkflow import job_context, result_store, runtime
 from iworkflow.errors import ConfigurationError, InvalidMessage, JobLostError
+from iworkflow.failures import WORKER_NAME, failure_message, result_message
 from iworkflow.messages import EVENTS_TOPIC, Event, Job, decode_payload, encode_event, results_destination
-from iworkflow.runner import WORKER_NAME, failure_message, result_message, run_encoded
+from iworkflow.runner import run_encoded
 
 if TYPE_CHECKING:
     from .base import Executor

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from iworkflow.errors import ConfigurationError, InvalidMessage, JobLostError, WorkCancelled
 from iworkflow.messages import EVENTS_TOPIC, Event, Job, decode_payload, encode_event, results_destination
-from iworkflow.runner import OUTPUT_TAIL, failure_message, job_command
+from iworkflow.failures import failure_message
+from iworkflow.runner import OUTPUT_TAIL, job_command
 
 from .base import Executor
 from .options import flag, number, parse_address

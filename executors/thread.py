@@ -6,7 +6,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from iworkflow.errors import InvalidMessage
 from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
-from iworkflow.runner import failure_message, run_encoded
+from iworkflow.failures import failure_message
+from iworkflow.runner import run_encoded
 
 from .base import Executor
 

@@ -9,6 +9,7 @@ from .config import Settings, load_settings
 from .context import current_workflow
 from .errors import (ConfigurationError, IWorkflowError, JobLostError, JobTooOld, RemoteError, SourceUnavailable,
                      WorkCancelled)
+from .futures import JobFuture, JobFutures, as_completed
 from .ids import get_unique_id_for_dict
 from .runtime import configure, get_runtime, shutdown
 from .work import Work
@@ -21,6 +22,8 @@ __all__ = [
     "artifacts",
     "ConfigurationError",
     "IWorkflowError",
+    "JobFuture",
+    "JobFutures",
     "JobLostError",
     "JobTooOld",
     "MapResult",
@@ -30,6 +33,7 @@ __all__ = [
     "Work",
     "WorkCancelled",
     "Workflow",
+    "as_completed",
     "configure",
     "current_workflow",
     "depends_on",

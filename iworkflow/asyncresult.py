@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from . import context, progress, result_store, serialization
 from .bus.base import Delivery
 from .envelope import Envelope
-from .errors import ErrorInfo, InvalidMessage
+from .errors import ConfigurationError, ErrorInfo, InvalidMessage, JobReportedFailure
+from .failures import error_info, failure_result
+from .futures import JobFuture, JobFutures
 from .ids import get_unique_id_for_dict, new_id
 from .messages import Control, JobMetrics, ResultPayload, encode_payload, load_payload
 from .runtime import get_runtime
 
 if TYPE_CHECKING:
     from .work import Work
+
+#: called with each job's outcome as it lands, and the raw result message it came in (None if none)
+OutcomeCallback = Callable[["Outcome", "bytes | None"], None]
+ControlHandler = Callable[[Control], None]
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +227,10 @@ class AsyncResult:
     on an AsyncResult with the same ``internal_id`` delivers to it, ``wait_num`` results complete it."""
 
     def __init__(self, work_context: "Work", name=None, wait_num=1, wait_keys=(), multi_jobs_kwargs_list=(),
-                 current_job_kwargs=None, map_results=False, wait_percent=1, internal_id=None, timeout=None):
+                 current_job_kwargs=None, map_results=False, wait_percent=1, internal_id=None, timeout=None,
+                 on_control: ControlHandler | None = None):
         self._work = work_context
+        self._on_control = on_control
         is_work = hasattr(work_context, "job_keys")
         self.name = name or getattr(work_context, "name", None)
         self.internal_id = internal_id or (work_context.internal_id if is_work else new_id())
@@ -238,14 +247,18 @@ class AsyncResult:
         self._keyset = frozenset(self._keys)
         self.wait_num = max(len(self._keys), (wait_num or 1) if not self._keys else 0)
         self._multi = bool(entries) or bool(getattr(work_context, "is_multi", False))
+        #: one record per finished job, in completion order; nothing is kept for a pending one
         self._outcomes: dict[str, Outcome] = {}
-        self._extra = 0
+        self._finished: list[Outcome] = []
+        self._callbacks: list[OutcomeCallback] = []
+        self._futures: dict[str, JobFuture] | None = None
         #: results that arrived for a job already ended (redeliveries, retries): counted, never shown twice
         self.duplicates = 0
         #: set once a wait ended with every result needed (iDDS's attribute)
         self.waiting_result_terminated = False
         self._cond = threading.Condition()
         self._subscribed = False
+        self._inbox = None
         runtime = getattr(work_context, "runtime", None)
         self._runtime = runtime if runtime is not None else get_runtime()
 
@@ -272,21 +285,21 @@ class AsyncResult:
     def subscribe(self, force: bool = False) -> None:
         """Start receiving (``force`` is iDDS's and changes nothing here)."""
         if not self._subscribed:
-            self._runtime.inbox.register(self.internal_id, self._on_message)
+            self._inbox = self._runtime.inbox
+            self._inbox.register(self.internal_id, self._on_message, self.wake)
             self._subscribed = True
 
     def stop(self) -> None:
         if self._subscribed:
-            self._runtime.inbox.unregister(self.internal_id)
+            self._inbox.unregister(self.internal_id)
             self._subscribed = False
 
     def _on_message(self, env: Envelope, delivery: Delivery) -> None:
         """A verified message for this work: a job's result, or a retry instruction from the server."""
         try:
             if env.kind == "control":
-                on_control = getattr(self._work, "_on_control", None)
-                if on_control is not None:
-                    on_control(Control.from_envelope(env))
+                if self._on_control is not None:
+                    self._on_control(Control.from_envelope(env))
                 delivery.ack()
                 return
             payload = load_payload(env, "result")
@@ -294,10 +307,16 @@ class AsyncResult:
             logger.error("dead-lettering an unreadable result on %s: %s", delivery.destination, err)
             delivery.reject(requeue=False)
             return
-        self._record(env.job_key or "", payload, raw=env.body)
+        self.deliver(env.job_key or "", payload, raw=env.body)
         delivery.ack()
 
-    def _record(self, key: str, payload: ResultPayload, raw: bytes | None = None, cached: bool = False) -> None:
+    def add_outcome_callback(self, callback: OutcomeCallback) -> None:
+        """Call ``callback(outcome, raw_message)`` for each job as its result lands (on the receiving thread)."""
+        self._callbacks.append(callback)
+
+    def deliver(self, key: str, payload: ResultPayload, raw: bytes | None = None, cached: bool = False) -> None:
+        """Record job ``key``'s result (from the inbox, the result cache or a failed dispatch); a second
+        result for the same job is counted in ``duplicates`` and otherwise ignored."""
         with self._cond:
             if key in self._outcomes:
                 self.duplicates += 1
@@ -314,8 +333,6 @@ class AsyncResult:
                     value = result_store.resolve(value, self._runtime.settings.token, self._runtime.fetch_blob)
                 outcome.value = serialization.loads(value) if value is not None else None
             except Exception as exc:  # e.g. the result's class is not importable in the driver
-                from .runner import error_info
-
                 outcome.ok = False
                 outcome.error = error_info(exc)
         with self._cond:
@@ -323,10 +340,16 @@ class AsyncResult:
                 self.duplicates += 1
                 return
             self._outcomes[key] = outcome
+            self._finished.append(outcome)
+            future = self._futures.get(key) if self._futures is not None else None
             self._cond.notify_all()
-        on_outcome = getattr(self._work, "_on_outcome", None)
-        if on_outcome is not None:
-            on_outcome(outcome, raw)
+        if future is not None:
+            future.complete(outcome)
+        for callback in self._callbacks:
+            try:
+                callback(outcome, raw)
+            except Exception:  # noqa: BLE001 - one hook's error must not lose the result for the others
+                logger.exception("outcome callback %r failed for job %s", callback, key)
 
     def publish(self, ret, name=None, key=None, force=False, ret_status=True, ret_error=None) -> None:
         """Publish a result for one of this work's jobs (what a job reports, as in iDDS).
@@ -343,40 +366,83 @@ class AsyncResult:
                 key = new_id()
             else:
                 raise ValueError("publish() needs key= when the work has more than one job")
-        error = None
-        if not ret_status:
-            error = ErrorInfo("iworkflow.errors.RemoteError", str(ret_error or "job reported failure"))
-        payload = ResultPayload(ok=bool(ret_status), value=serialization.dumps(ret) if ret_status else None,
-                                error=error, metrics=JobMetrics(time.time(), time.time()))
+        if ret_status:
+            now = time.time()
+            payload = ResultPayload(ok=True, value=serialization.dumps(ret), metrics=JobMetrics(now, now))
+        else:
+            payload = failure_result(JobReportedFailure(str(ret_error or "job reported failure")))
         data = encode_payload("result", payload, self._runtime.secret, workflow_id=self._workflow_id(),
                               work_id=self.internal_id, job_key=key)
         self._runtime.bus.publish(self.destination, data)
 
     # --- waiting ---------------------------------------------------------------------------
-    def _needed(self) -> int:
+    def _needed(self, fraction: float | None = None) -> int:
         total = self.wait_num
-        if self.wait_percent and self.wait_percent < 1:
-            return max(1, int(total * self.wait_percent + 0.999999))
+        fraction = self.wait_percent if fraction is None else fraction
+        if fraction and fraction < 1:
+            return max(1, math.ceil(total * fraction - 1e-9))
         return total
 
     def _done(self) -> bool:
         return len(self._outcomes) >= self._needed()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the results needed are in; False if the timeout passed first."""
+    def _wait_for(self, count: int, deadline: float | None) -> bool:
+        """(holding ``_cond``) Block until ``count`` results are in, the inbox fails (raised) or the deadline."""
+        while len(self._outcomes) < count:
+            error = self._inbox.error if self._subscribed else None
+            if error is not None:
+                raise error
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._cond.wait(remaining)
+        return True
+
+    def wait(self, timeout: float | None = None, fraction: float | None = None) -> bool:
+        """Block until the results needed are in (``fraction`` of the jobs if given, else ``wait_percent``);
+        False if the timeout passed first.  Results that land later are still collected."""
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ConfigurationError(f"fraction={fraction!r}: give the share of jobs to wait for, in (0, 1]")
         timeout = self.timeout if timeout is None else timeout
         deadline = None if not timeout else time.monotonic() + timeout
         with progress.watching(self, self._runtime.settings.progress), self._cond:
-            while not self._done():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                error = self._runtime.inbox.error if self._subscribed else None
-                if error is not None:
-                    raise error
-                self._cond.wait(min(remaining, 1.0) if remaining is not None else 1.0)
-        self.waiting_result_terminated = True
+            if not self._wait_for(self._needed(fraction), deadline):
+                return False
+        if fraction is None or fraction >= 1:
+            self.waiting_result_terminated = True
         return True
+
+    def wake(self) -> None:
+        """Wake every waiter to look again (the inbox calls it when the broker ends its consumer)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def completed(self, timeout: float | None = None) -> Iterator[tuple["Outcome", Any]]:
+        """``(outcome, args)`` of each job in the order the jobs finished, blocking for those still running."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = 0
+        while seen < self.wait_num:
+            with self._cond:
+                if not self._wait_for(seen + 1, deadline):
+                    raise TimeoutError(f"{self.wait_num - seen} (of {self.wait_num}) jobs of "
+                                       f"{self.name or self.internal_id} unfinished after {timeout}s")
+                batch = self._finished[seen:]
+            for outcome in batch:
+                yield outcome, self._args.get(outcome.key)
+            seen += len(batch)
+
+    def futures(self) -> JobFutures:
+        """A ``concurrent.futures.Future`` per job (made on this first call), in submission order; finished jobs'
+        are done already.  ``concurrent.futures.wait``/``as_completed`` accept them."""
+        with self._cond:
+            if self._futures is None:
+                self._futures = {}
+                for key in self._keys:
+                    future = self._futures[key] = JobFuture(key, self._args.get(key))
+                    outcome = self._outcomes.get(key)
+                    if outcome is not None:
+                        future.complete(outcome)
+            return JobFutures(self._futures)
 
     def wait_results(self, timeout: float | None = None, force_return_results: bool = False):
         """Wait for every job; raises TimeoutError naming what is missing, or the first job failure."""

@@ -46,6 +46,10 @@ class RemoteError(IWorkflowError):
         self.remote_traceback = remote_traceback
 
 
+class JobReportedFailure(IWorkflowError):
+    """A job published a failure for itself (iDDS ``AsyncResult.publish(..., ret_status=False)``)."""
+
+
 class BrokerError(IWorkflowError, ConnectionError):
     """The message broker cannot be reached or refused an operation; the message names the (redacted) URL."""
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Route = Callable[[Envelope, "Delivery"], None]
+Wake = Callable[[], None]
 
 
 class _Member(Delivery):
@@ -47,27 +48,41 @@ class Inbox:
         self.secret = secret
         self.destination = inbox_destination(driver_id or uuid.uuid4().hex[:16])
         self._routes: dict[str, Route] = {}
+        self._wakes: dict[str, Wake] = {}
         self._lock = threading.Lock()
         self._subscription: Subscription | None = None
         self._closed = False
 
     @property
     def error(self) -> BaseException | None:
-        """Why the broker ended the inbox's consumer, if it did."""
+        """Why the inbox no longer receives: the broker ended its consumer, or it was closed."""
+        if self._closed:
+            return RuntimeError("the results inbox is closed (iworkflow.shutdown() was called)")
         return getattr(self._subscription, "error", None)
 
-    def register(self, work_id: str, route: Route) -> None:
+    def register(self, work_id: str, route: Route, wake: Wake | None = None) -> None:
+        """Route ``work_id``'s messages to ``route``; ``wake()`` is called if the broker ends the inbox's consumer."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the results inbox is closed (iworkflow.shutdown() was called)")
             self._routes[work_id] = route
+            if wake is not None:
+                self._wakes[work_id] = wake
             if self._subscription is None:
                 # publishers declare the queue as well: no need to wait for the broker here
                 self._subscription = self.bus.consume(self.destination, self._on_delivery, prefetch=0, wait=False)
+                self._subscription.add_lost_callback(self._on_lost)
 
     def unregister(self, work_id: str) -> None:
         with self._lock:
             self._routes.pop(work_id, None)
+            self._wakes.pop(work_id, None)
+
+    def _on_lost(self) -> None:
+        with self._lock:
+            wakes = list(self._wakes.values())
+        for wake in wakes:
+            wake()
 
     def _on_delivery(self, delivery: "Delivery") -> None:
         try:
@@ -103,6 +118,10 @@ class Inbox:
             self._closed = True
             subscription, self._subscription = self._subscription, None
             self._routes.clear()
+            wakes = list(self._wakes.values())
+            self._wakes.clear()
+        for wake in wakes:  # whoever still waits sees the inbox closed
+            wake()
         if subscription is None:
             return
         subscription.cancel()

@@ -10,28 +10,24 @@ import io
 import logging
 import os
 import shlex
-import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from typing import Any, BinaryIO, Callable
 
 from . import containers, job_context, processes, result_store, serialization, source_version
-from .envelope import Envelope, peek_header
-from .errors import ErrorInfo, InvalidMessage
+from .envelope import Envelope
+from .errors import InvalidMessage
+from .failures import WORKER_NAME, failure_result, result_message
 from .job_context import JobContext
-from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload, encode_payload
+from .messages import Event, JobMetrics, JobPayload, ResultPayload, decode_payload
 
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[Event], None]
-#: the worker this runner serves (set by its pool, so results and events name the worker, not the runner's pid)
-WORKER_NAME_ENV = "IWORKFLOW_WORKER_NAME"
-WORKER_NAME = os.environ.get(WORKER_NAME_ENV) or f"{socket.gethostname()}:{os.getpid()}"
 OUTPUT_TAIL = 4096
 #: how long the pipes of a killed job command are read for, in case a process that escaped the kill holds them
 KILLED_PIPES_WAIT = 5.0
@@ -93,30 +89,6 @@ class _Tail(io.TextIOBase):
         return "".join(self._chunks)[-OUTPUT_TAIL:]
 
 
-def _text(what: str, render: Callable[[], str], exc: BaseException) -> str:
-    """``render()``, or a note saying it failed: a job's exception may raise from ``__str__`` itself."""
-    try:
-        return render()
-    except BaseException as err:  # noqa: BLE001 - whatever a user's __str__ raises, the report goes out
-        return f"<{what} of {type(exc).__qualname__} failed: {type(err).__qualname__}>"
-
-
-def error_info(exc: BaseException, output_tail: str = "") -> ErrorInfo:
-    """What a job's exception becomes on the wire: always its own type, even when ``str()`` or pickling fail."""
-    try:
-        pickled = serialization.dumps(exc)
-    except BaseException:  # noqa: BLE001 - rebuilt from type_name and message instead
-        pickled = None
-    return ErrorInfo(
-        type_name=f"{type(exc).__module__}.{type(exc).__qualname__}",
-        message=_text("str()", lambda: str(exc), exc),
-        traceback=_text("traceback", lambda: "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                        exc),
-        exception=pickled,
-        output_tail=output_tail,
-    )
-
-
 def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> ResultPayload:
     """Call the job's function in this process and capture its value or its exception."""
     global _last_output, _live
@@ -145,38 +117,12 @@ def execute(env: Envelope, payload: JobPayload, capture: bool = False) -> Result
         output = ""
         if tail is not None:
             output = tail.text() + sys.stderr.text()  # type: ignore[union-attr]
-        return ResultPayload(
-            ok=False,
-            error=error_info(exc, output),
-            metrics=JobMetrics(start, time.time(), WORKER_NAME, env.attempt),
-        )
+        return failure_result(exc, attempt=env.attempt, start=start, output_tail=output)
     finally:
         if tail is not None:
             _last_output = tail.text() + sys.stderr.text()  # type: ignore[union-attr]
             _live = None
         sys.stdout, sys.stderr = old_out, old_err
-
-
-def _failure(env_header: dict, exc: BaseException, start: float) -> ResultPayload:
-    return ResultPayload(
-        ok=False,
-        error=error_info(exc),
-        metrics=JobMetrics(start, time.time(), WORKER_NAME, int(env_header.get("attempt", 1) or 1)),
-    )
-
-
-def result_message(header: dict, result: ResultPayload, secret: bytes) -> bytes:
-    return encode_payload(
-        "result", result, secret,
-        workflow_id=header.get("workflow_id"), work_id=header.get("work_id"),
-        job_key=header.get("job_key"), attempt=int(header.get("attempt", 1) or 1),
-    )
-
-
-def failure_message(job_data: bytes, exc: BaseException, secret: bytes) -> bytes:
-    """A signed failure result for a job that never ran to completion (lost worker, bad dispatch)."""
-    header = peek_header(job_data)
-    return result_message(header, _failure(header, exc, time.time()), secret)
 
 
 def _event(type_: str, env: Envelope, **data: Any) -> Event:
@@ -246,19 +192,21 @@ def run_in_subprocess(data: bytes, env: Envelope, payload: JobPayload, secret: b
         except subprocess.TimeoutExpired:
             processes.kill_tree(proc.pid)  # a shell prefix, a daemon of the job: everything below it
             _reap_killed(proc)
-            return _failure(env.header(), TimeoutError(
-                f"job exceeded max_walltime={payload.max_walltime}s in `{' '.join(cmd)}` and was killed"), start)
+            return failure_result(TimeoutError(
+                f"job exceeded max_walltime={payload.max_walltime}s in `{' '.join(cmd)}` and was killed"),
+                attempt=env.attempt, start=start)
     finally:
         containers.remove_recorded(records)
     stderr_tail = stderr.decode(errors="replace")[-OUTPUT_TAIL:]
     if proc.returncode != 0 or not stdout:
-        return _failure(env.header(), RuntimeError(
+        return failure_result(RuntimeError(
             f"job command `{cmd[-1]}` exited with code {proc.returncode} before reporting a result; "
-            f"stderr tail:\n{stderr_tail}"), start)
+            f"stderr tail:\n{stderr_tail}"), attempt=env.attempt, start=start)
     try:
         _env, result = decode_payload(stdout, secret or _secret(), "result")
     except InvalidMessage as err:
-        return _failure(env.header(), RuntimeError(f"job subprocess returned an unreadable result: {err}"), start)
+        return failure_result(RuntimeError(f"job subprocess returned an unreadable result: {err}"),
+                              attempt=env.attempt, start=start)
     return result
 
 

@@ -20,11 +20,13 @@ from .callable_module import make_callable
 from .config import redact_url
 from .context import current_workflow
 from .errors import ConfigurationError, WorkCancelled
+from .failures import failure_result
+from .futures import JobFutures
 from .identity import call_identity, work_identity
 from .idds_compat import WorkCompat, WorkflowSetting, status_name
 from .ids import get_unique_id_for_dict, new_id
 from .envelope import decode, encode
-from .messages import RETRY, Control, Event, Job, JobPayload, SourceRef, encode_payload, results_destination
+from .messages import RETRY, Control, Event, Job, JobPayload, SourceRef, encode_payload
 from .result_cache import MEMO
 from .runtime import get_runtime
 
@@ -249,8 +251,22 @@ class Work(WorkCompat):
     def init_async_result(self) -> AsyncResult:
         if self._async is None:
             self._async = AsyncResult(self, name=self.name, map_results=self.map_results,
-                                      multi_jobs_kwargs_list=self.multi_jobs_kwargs_list)
+                                      multi_jobs_kwargs_list=self.multi_jobs_kwargs_list,
+                                      on_control=self._on_control)
+            self._async.add_outcome_callback(self._on_outcome)
         return self._async
+
+    @property
+    def async_result(self) -> AsyncResult:
+        """Where this work's results gather (iDDS's AsyncResult); ``RuntimeError`` before ``submit()``."""
+        if self._async is None:
+            raise RuntimeError(f"work {self.name} has not been submitted; call submit() first")
+        return self._async
+
+    @property
+    def futures(self) -> JobFutures:
+        """A ``concurrent.futures.Future`` per job, in submission order; ``futures.get(args=...)`` finds one."""
+        return self.async_result.futures()
 
     def _memoized(self) -> bool:
         """``cache=True`` (or ``IWORKFLOW_CACHE=on``): results are reused across runs by call identity."""
@@ -397,7 +413,7 @@ class Work(WorkCompat):
         self.status = RUNNING
         if cached:
             for key, raw in cached.items():
-                result._record(key, pickle.loads(raw), cached=True)
+                result.deliver(key, pickle.loads(raw), cached=True)
         walltime = first[0].max_walltime if first else None
         failed: Future | None = None  # set once a chunk is refused: every job from there on ends with its error
         for chunk in itertools.chain([first] if first else [], chunks):
@@ -457,11 +473,8 @@ class Work(WorkCompat):
             exc = future.exception()
             if exc is None:
                 return
-        from .runner import failure_message
-
         logger.warning("job %s of work %s did not run: %s", job.job_key, self.name, exc)
-        self.runtime.bus.publish(results_destination(job.work_id, job.reply_to),
-                                 failure_message(job.data, exc, self.runtime.secret))
+        self.async_result.deliver(job.job_key, failure_result(exc, attempt=job.attempt))
 
     def _on_outcome(self, outcome: Outcome, raw: bytes | None = None) -> None:
         if outcome.ok and self._workflow is not None and hasattr(self._workflow, "note_result"):

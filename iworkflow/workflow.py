@@ -247,8 +247,7 @@ class Workflow(WorkflowCompat):
     def close(self) -> None:
         """Stop receiving results for this workflow's works; a registered workflow is recorded as ended."""
         for w in self.works:
-            if w._async is not None:
-                w._async.stop()
+            w.stop_async_result()
         self._end(None)
 
     def __getstate__(self) -> dict:

@@ -14,13 +14,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import func, select
 
-from iworkflow import serialization
 from iworkflow.artifact_catalog import Catalog
 from iworkflow.artifact_store import BlobStore
 from iworkflow.bus.base import Bus
-from iworkflow.errors import ErrorInfo, WorkCancelled
-from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, JobMetrics, ResultPayload, results_destination
-from iworkflow.runner import result_message
+from iworkflow.errors import WorkCancelled
+from iworkflow.failures import failure_message
+from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, results_destination
 from iworkflow.source_cache import SourceStore
 
 from . import queries, states
@@ -346,11 +345,8 @@ def _cancel(ctx: ApiContext, ref: str) -> CancelResult:
                                              reason="cancelled through the server").encode(ctx.secret))
     for wf_id, work_id, key, attempt in ended:
         message = f"job {key} was cancelled: workflow {workflow_id} was cancelled through the server"
-        error = ErrorInfo("iworkflow.errors.WorkCancelled", message,
-                          exception=serialization.dumps(WorkCancelled(message)))
-        payload = ResultPayload(ok=False, error=error, metrics=JobMetrics(now, now, "server", attempt))
         header = {"workflow_id": wf_id, "work_id": work_id, "job_key": key, "attempt": attempt}
         ctx.bus.publish(results_destination(work_id, reply_to.get(work_id)),
-                        result_message(header, payload, ctx.secret))
+                        failure_message(header, WorkCancelled(message), ctx.secret, start=now, worker="server"))
     logger.warning("workflow %s cancelled (%d unfinished jobs)", workflow_id, len(ended))
     return CancelResult(workflow_id=workflow_id, status=final_status, jobs_cancelled=len(ended))

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from iworkflow import serialization
 from iworkflow.bus.base import Bus
-from iworkflow.errors import ErrorInfo, JobLostError
-from iworkflow.messages import RETRY, Control, JobMetrics, ResultPayload, results_destination
-from iworkflow.runner import result_message
+from iworkflow.errors import JobLostError
+from iworkflow.failures import failure_message
+from iworkflow.messages import RETRY, Control, results_destination
 
 from . import states
 from .db import Database
@@ -212,17 +211,14 @@ class Monitor:
         message = (f"job {job.job_key} of work {work.name or work.id} was lost on worker "
                    f"{', '.join(dict.fromkeys(workers))}; gave up after {job.attempt} of "
                    f"{self.policy.max_attempt} attempts (last: {reason})")
-        exc = JobLostError(message)
-        error = ErrorInfo(type_name="iworkflow.errors.JobLostError", message=message,
-                          exception=serialization.dumps(exc))
         header = {"workflow_id": job.workflow_id, "work_id": work.id, "job_key": job.job_key,
                   "attempt": job.attempt}
-        payload = ResultPayload(ok=False, error=error,
-                                metrics=JobMetrics(job.started_at or now, now, workers[-1], job.attempt))
+        result = failure_message(header, JobLostError(message), self.secret, start=job.started_at or now,
+                                 worker=workers[-1])
         job.status = FAILED
         job.error = f"iworkflow.errors.JobLostError: {message}"
         job.finished_at = now
         job.retry_at = None
         job.requeued = False
         return Action("failed", work.id, job.job_key, job.attempt, message,
-                      result_message(header, payload, self.secret), results_destination(work.id, work.reply_to))
+                      result, results_destination(work.id, work.reply_to))

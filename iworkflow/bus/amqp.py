@@ -540,12 +540,12 @@ class AmqpBus(Bus):
             return
         consumer.error = BrokerError(f"broker {redact_url(self.url)} closed the consumer of {consumer.name}: {reason}")
         if not consumer.started.is_set():
-            consumer.state = LOST
+            consumer.give_up()
             consumer.started.set()
             return
         consumer.retries += 1
         if consumer.retries > CONSUMER_RETRIES:
-            consumer.state = LOST
+            consumer.give_up()
             logger.error("giving up consuming %s after %d attempts: %s", consumer.name, CONSUMER_RETRIES,
                          consumer.error)
             return

@@ -45,6 +45,23 @@ class Subscription(ABC):
     @abstractmethod
     def cancel(self) -> None: ...
 
+    def add_lost_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the bus gives this subscription up (state LOST); at once if it has."""
+        self.__dict__.setdefault("_lost_callbacks", []).append(callback)
+        if self.state == LOST:
+            callback()
+
+    def give_up(self, error: BaseException | None = None) -> None:
+        """(bus implementations) Mark the subscription lost, with why, and tell whoever asked."""
+        if error is not None:
+            self.error = error
+        self.state = LOST
+        for callback in list(self.__dict__.get("_lost_callbacks", ())):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a watcher's error must not stop the bus thread
+                logging.getLogger(__name__).exception("lost-subscription callback %r failed", callback)
+
     def set_prefetch(self, prefetch: int) -> None:
         """Change how many unsettled messages the broker hands this consumer (buses that cannot: no-op)."""
 

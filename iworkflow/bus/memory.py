@@ -6,7 +6,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from .base import CANCELLED, LOST, Bus, Delivery, Handler, Subscription
+from ..errors import BrokerError
+from .base import CANCELLED, Bus, Delivery, Handler, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class MemoryBus(Bus):
             if q is not None:
                 for c in q.consumers:
                     c.active = False
-                    c.state = LOST
+                    c.give_up(BrokerError(f"queue {queue} was deleted"))
 
     def queue_depth(self, queue: str) -> int:
         with self._cond:

@@ -37,7 +37,7 @@ from ..messages import (
     results_destination,
     split_bundle,
 )
-from ..runner import failure_message
+from ..failures import failure_message
 from .sources import SourceFetcher, worker_blobs
 from .state import (
     DRIVERS,
