@@ -310,6 +310,11 @@ class AsyncResult:
         self.deliver(env.job_key or "", payload, raw=env.body)
         delivery.ack()
 
+    def has_outcome(self, key: str) -> bool:
+        """Whether job ``key`` has ended (with a value or a failure)."""
+        with self._cond:
+            return key in self._outcomes
+
     def add_outcome_callback(self, callback: OutcomeCallback) -> None:
         """Call ``callback(outcome, raw_message)`` for each job as its result lands (on the receiving thread)."""
         self._callbacks.append(callback)

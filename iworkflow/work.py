@@ -1,7 +1,6 @@
 """Work: one call of a ``@work`` function, fanned out into one job per kwargs entry."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import inspect
@@ -10,7 +9,6 @@ import logging
 import os
 import pickle
 import threading
-import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -25,7 +23,6 @@ from .futures import JobFutures
 from .identity import call_identity, work_identity
 from .idds_compat import WorkCompat, WorkflowSetting, status_name
 from .ids import get_unique_id_for_dict, new_id
-from .envelope import decode, encode
 from .messages import RETRY, Control, Event, Job, JobPayload, SourceRef, encode_payload
 from .result_cache import MEMO
 from .runtime import get_runtime
@@ -47,6 +44,20 @@ class _Calls(NamedTuple):
     digest: str
     source: SourceRef | None
     args: list[tuple[str, bytes]]
+
+
+class _Route(NamedTuple):
+    """What every job message of a work shares besides its arguments: where it goes and how long it may run."""
+
+    queue: str
+    walltime: float | None
+    reply_to: str
+    expected: float | None
+    fanout: int
+    #: the executor dispatched through, credentials removed (an artifact saved by a job records it)
+    executor: str
+    #: header fields telling a worker where to fetch the source tree over the bus (empty: it need not)
+    shipping: dict[str, str]
 
 
 def _ignored(kind: str) -> bool:
@@ -107,8 +118,14 @@ class Work(WorkCompat):
         self.internal_id = new_id()
         self.status = NEW
         self._async: AsyncResult | None = None
-        self._futures: list[Future] = []
-        self._jobs: dict[str, Job] = {}
+        #: executor Futures not done yet (cancellable); a done one is dropped, so a fan-out costs nothing here
+        self._dispatching: set[Future] = set()
+        #: what job messages are rebuilt from for a retry (the function once, each job's arguments), and the
+        #: attempt of each job retried so far; no job message is kept per job
+        self._prepared: _Calls | None = None
+        self._route: _Route | None = None
+        self._args_of: dict[str, bytes] | None = None
+        self._attempts: dict[str, int] = {}
         self.parents: list[str] = []
         #: job key -> (call identity, record key in this run), for jobs whose results are recorded or reused
         self._calls: dict[str, tuple[str, str]] = {}
@@ -359,39 +376,40 @@ class Work(WorkCompat):
     def _job_chunks(self, executor, calls: _Calls, skip: set[str] | frozenset = frozenset()) -> Iterator[list[Job]]:
         """The jobs to dispatch, in chunks that grow from ``FIRST_CHUNK`` to ``MAX_CHUNK``: signing and
         wrapping go chunk by chunk, so workers start on the first jobs while the driver encodes the rest."""
-        func_bytes, digest, source = calls.func, calls.digest, calls.source
         todo = [(key, args_bytes) for key, args_bytes in calls.args if key not in skip]
-        expected = self.runtime.expected_job_seconds(digest)
-        secret = self.runtime.secret
-        queue = self.queue
-        walltime = self.max_walltime or getattr(self._workflow, "max_walltime", None)
-        reply_to = self.runtime.inbox.destination
-        executor_name = redact_url(self.executor_name)
+        self._prepared = calls
+        source = calls.source
         shipping = {}
         if (source is not None and source.data is None and getattr(executor, "source_over_bus", False)
                 and not self.runtime.settings.is_embedded and not source.store.startswith(("http://", "https://"))):
             shipping = {"source": source.digest, "source_from": self.runtime.serve_source(source)}
+        route = self._route = _Route(
+            queue=self.queue, walltime=self.max_walltime or getattr(self._workflow, "max_walltime", None),
+            reply_to=self.runtime.inbox.destination, expected=self.runtime.expected_job_seconds(calls.digest),
+            fanout=len(todo), executor=redact_url(self.executor_name), shipping=shipping)
         start, size = 0, FIRST_CHUNK
         while start < len(todo):
-            chunk = []
-            for key, args_bytes in todo[start : start + size]:
-                payload = JobPayload(
-                    func=func_bytes, func_digest=digest, args=args_bytes, source=source, init_env=self.init_env,
-                    container_options=self.container_options, max_walltime=walltime, name=self.name,
-                    executor=executor_name,
-                )
-                job_id = new_id()
-                data = encode_payload("job", payload, secret, workflow_id=self.workflow_id,
-                                      work_id=self.internal_id, job_key=key, attempt=1, id=job_id,
-                                      reply_to=reply_to, driver=self.detached_driver, walltime=walltime,
-                                      **shipping)
-                chunk.append(Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id,
-                                 job_key=key, attempt=1, data=data, queue=queue, core_count=self.core_count,
-                                 total_memory=self.total_memory, max_walltime=walltime, reply_to=reply_to,
-                                 expected_seconds=expected, fanout=len(todo), source=source))
+            chunk = [self._new_job(calls, route, key, args_bytes, 1) for key, args_bytes in todo[start : start + size]]
             start += size
             size = min(MAX_CHUNK, size * 2)
             yield chunk
+
+    def _new_job(self, calls: _Calls, route: _Route, key: str, args_bytes: bytes, attempt: int) -> Job:
+        """One job's signed message and routing fields (a retry is the same job with a new id and attempt)."""
+        payload = JobPayload(
+            func=calls.func, func_digest=calls.digest, args=args_bytes, source=calls.source, init_env=self.init_env,
+            container_options=self.container_options, max_walltime=route.walltime, name=self.name,
+            executor=route.executor,
+        )
+        job_id = new_id()
+        data = encode_payload("job", payload, self.runtime.secret, workflow_id=self.workflow_id,
+                              work_id=self.internal_id, job_key=key, attempt=attempt, id=job_id,
+                              reply_to=route.reply_to, driver=self.detached_driver, walltime=route.walltime,
+                              **route.shipping)
+        return Job(id=job_id, workflow_id=self.workflow_id or "", work_id=self.internal_id, job_key=key,
+                   attempt=attempt, data=data, queue=route.queue, core_count=self.core_count,
+                   total_memory=self.total_memory, max_walltime=route.walltime, reply_to=route.reply_to,
+                   expected_seconds=route.expected, fanout=route.fanout, source=calls.source)
 
     def submit(self) -> str:
         """Dispatch every job; results gather in this work's AsyncResult.  Returns the work id."""
@@ -417,7 +435,6 @@ class Work(WorkCompat):
         walltime = first[0].max_walltime if first else None
         failed: Future | None = None  # set once a chunk is refused: every job from there on ends with its error
         for chunk in itertools.chain([first] if first else [], chunks):
-            self._jobs.update((job.job_key, job) for job in chunk)
             if failed is None:
                 try:
                     self._dispatch(executor, chunk)
@@ -442,7 +459,8 @@ class Work(WorkCompat):
 
     def _dispatch(self, executor, jobs: list[Job]) -> None:
         futures = executor.submit_many(jobs)
-        self._futures.extend(futures)
+        with self._lock:
+            self._dispatching.update(futures)
         for job, future in zip(jobs, futures):
             future.add_done_callback(functools.partial(self._on_dispatch_done, job))
 
@@ -451,22 +469,27 @@ class Work(WorkCompat):
         if control.action != RETRY:
             logger.debug("work %s ignores control %s", self.name, control.action)
             return
-        job = self._jobs.get(control.job_key or "")
-        if job is None or (self._async is not None and job.job_key in self._async.outcomes):
+        key = control.job_key or ""
+        calls, route = self._prepared, self._route
+        if calls is None or route is None or self.status == CANCELLED:
             return
-        if control.attempt <= job.attempt:
-            return
-        env = decode(job.data, self.runtime.secret)  # the same job, header and all, as a new message
-        data = encode(dataclasses.replace(env, attempt=control.attempt, id=new_id(), ts=time.time()),
-                      self.runtime.secret)
-        retry = dataclasses.replace(job, attempt=control.attempt, data=data)
-        self._jobs[job.job_key] = retry
-        logger.warning("retrying job %s of work %s (attempt %d): %s", job.job_key, self.name,
-                       control.attempt, control.reason)
+        with self._lock:
+            if self._args_of is None:
+                self._args_of = dict(calls.args)
+            args_bytes = self._args_of.get(key)
+            if args_bytes is None or self.async_result.has_outcome(key):
+                return
+            if control.attempt <= self._attempts.get(key, 1):
+                return
+            self._attempts[key] = control.attempt
+        retry = self._new_job(calls, route, key, args_bytes, control.attempt)
+        logger.warning("retrying job %s of work %s (attempt %d): %s", key, self.name, control.attempt, control.reason)
         self._dispatch(self.runtime.executor(self.executor_name), [retry])
 
     def _on_dispatch_done(self, job: Job, future: Future) -> None:
         """A job the executor could not run still ends with a failure result: nothing is lost."""
+        with self._lock:
+            self._dispatching.discard(future)
         if future.cancelled():
             exc: BaseException = WorkCancelled(f"job {job.job_key} of work {self.name} was cancelled before it ran")
         else:
@@ -517,7 +540,9 @@ class Work(WorkCompat):
 
     def cancel(self) -> int:
         """Drop the jobs that have not started; each ends with a 'cancelled' failure.  Returns how many."""
-        n = sum(1 for f in self._futures if f.cancel())
+        with self._lock:
+            pending = list(self._dispatching)
+        n = sum(1 for f in pending if f.cancel())
         if self.status == RUNNING:
             self.status = CANCELLED
         return n

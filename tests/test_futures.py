@@ -132,3 +132,31 @@ def test_failure_results_are_built_in_one_function():
     found = [str(path.relative_to(ROOT)) for top in ("iworkflow", "executors", "server")
              for path in (ROOT / top).rglob("*.py") if builders.search(path.read_text())]
     assert found == ["iworkflow/failures.py"], found
+
+
+def test_a_pending_job_costs_the_driver_under_a_kibibyte():
+    """A large fan-out sent to the broker keeps no job message, Future or lock per pending job in the driver."""
+    import gc
+    import tracemalloc
+
+    import iworkflow
+    from iworkflow.messages import jobs_destination
+
+    runtime = iworkflow.configure(broker="memory://", executor="broker")
+    try:
+        n = 20_000
+        w = work(return_work=True)(square)(multi_jobs_kwargs_list=[{"x": i} for i in range(n)])
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            w.submit()
+            runtime.bus.delete_queue(jobs_destination(w.queue))  # the messages now belong to the broker
+            gc.collect()
+            grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+        finally:
+            tracemalloc.stop()
+        assert w.async_result.get_results_percentage() == 0  # every job is still pending
+        assert grown / n < 1024, f"{grown / n:.0f} bytes per pending job"
+    finally:
+        iworkflow.shutdown()
