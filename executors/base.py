@@ -38,8 +38,14 @@ class Executor(ABC):
     def submit_many(self, jobs: Iterable["Job"]) -> list[Future]:
         return [self.submit(job) for job in jobs]
 
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """Stop this work's jobs the executor holds elsewhere (a broker's workers); each ends with a failure
+        result saying why.  Jobs not started are dropped through their Futures by the caller."""
+
     @abstractmethod
-    def shutdown(self, wait: bool = True) -> None: ...
+    def shutdown(self, wait: bool = True) -> None:
+        """Release the executor; ``wait=False`` (a driver exiting with jobs outstanding) drops the queued jobs
+        and stops the running ones within seconds instead of letting them finish."""
 
     def __enter__(self) -> "Executor":
         return self

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import Future
 
-from iworkflow.messages import Job, encode_bundle, jobs_destination
+from iworkflow.messages import CANCEL, CONTROL_TOPIC, Control, Job, encode_bundle, jobs_destination
 
 from .base import Executor
 
@@ -91,6 +91,11 @@ class BrokerExecutor(Executor):
                 future.set_exception(err)
             else:
                 future.set_result(None)
+
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """Tell every worker: drop this work's queued jobs as they come, stop its running ones."""
+        self.bus.broadcast(CONTROL_TOPIC, Control(action=CANCEL, work_id=work_id, reason=reason)
+                           .encode(self.settings.secret_bytes))
 
     def shutdown(self, wait: bool = True) -> None:
         self._closed = True

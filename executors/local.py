@@ -352,7 +352,7 @@ class LocalExecutor(Executor):
                 exc = JobLostError(f"local runner process pid {proc.proc.pid} exited with code {code} while running "
                                    f"job {job.job_key} (the job killed its interpreter: os._exit, a crash or out of "
                                    "memory)")
-            logger.error("%s", exc)
+            (logger.debug if closed else logger.error)("%s", exc)  # at shutdown the runtime sums it up
             data = failure_message(job.data, exc, self.settings.secret_bytes)
             self.bus.publish(results_destination(job.work_id, job.reply_to), data)
             future.set_result(None)

@@ -180,7 +180,7 @@ class RayExecutor(Executor):
             refs = [ref for _job, _future, ref in self._inflight.values()]
         if not wait:
             for ref in refs:
-                ray.cancel(ref)
+                ray.cancel(ref, force=True)  # a running task's worker process is killed
         with self._idle:
             self._idle.wait_for(lambda: not self._inflight, timeout=None if wait else 10)
         self._stop.set()

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from iworkflow.errors import InvalidMessage
-from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
 from iworkflow.failures import failure_message
+from iworkflow.messages import EVENTS_TOPIC, Event, Job, encode_event, results_destination
 from iworkflow.runner import run_encoded
 
 from .base import Executor
@@ -22,6 +24,15 @@ class ThreadExecutor(Executor):
         self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
         self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="iworkflow-thread")
         self._emit = self._broadcast if settings.emits_events else None
+        try:  # registered after the pool's own hook, so it runs before that one waits for the queued jobs
+            threading._register_atexit(self._interrupted_exit)  # type: ignore[attr-defined]
+        except RuntimeError:  # created while the interpreter shuts down
+            pass
+
+    def _interrupted_exit(self) -> None:
+        """A driver ended by Ctrl-C drops its queued jobs (threads cannot be killed: running ones finish)."""
+        if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _broadcast(self, event: Event) -> None:
         self.bus.broadcast(EVENTS_TOPIC, encode_event(event, self.settings.secret_bytes))

@@ -503,6 +503,11 @@ class AsyncResult:
         with self._cond:
             return dict(self._outcomes)
 
+    @property
+    def done_count(self) -> int:
+        """How many jobs have ended (with a value or a failure)."""
+        return len(self._outcomes)
+
     def get_results_percentage(self) -> float:
         return len(self._outcomes) / self.wait_num if self.wait_num else 1.0
 

@@ -32,6 +32,9 @@ class Runtime:
         self._blobs = None
         #: source trees this driver's works shipped, by digest: what its blob endpoint serves
         self._shipped: dict[str, Any] = {}
+        #: works with jobs not finished yet, by id: cancelled if the driver exits (or is interrupted) before them
+        self._outstanding: dict[str, Any] = {}
+        self._outstanding_lock = threading.Lock()  # not _lock: results land on bus threads that close() joins
         self._lock = threading.RLock()
         self.emit_events = settings.emits_events
 
@@ -129,15 +132,44 @@ class Runtime:
                                     self.settings.resume_runs)
         return self._run
 
+    def track(self, work) -> None:
+        """Note a submitted work whose jobs are not all finished (see ``cancel_outstanding``)."""
+        with self._outstanding_lock:
+            self._outstanding[work.internal_id] = work
+
+    def untrack(self, work) -> None:
+        with self._outstanding_lock:
+            self._outstanding.pop(work.internal_id, None)
+
+    def cancel_outstanding(self, reason: str) -> int:
+        """Cancel every work with jobs unfinished, queued and running ones alike, and say so in one line.
+        Returns how many jobs were unfinished."""
+        with self._outstanding_lock:
+            works, self._outstanding = list(self._outstanding.values()), {}
+        unfinished = 0
+        for w in works:
+            unfinished += w.unfinished_jobs()
+            try:
+                w.cancel(reason=reason)
+            except Exception as err:  # noqa: BLE001 - the others are still cancelled
+                logger.error("could not cancel work %s: %s", w.name, err)
+        if unfinished:
+            executors = ", ".join(sorted({w.executor_name for w in works}))
+            logger.warning("iworkflow: %s: cancelled %d unfinished job(s) of %d work(s) on %s (queued ones "
+                           "dropped, running ones stopped)", reason, unfinished, len(works), executors)
+        return unfinished
+
     def emit(self, event: Event) -> None:
         if self.emit_events:
             self.bus.broadcast_async(EVENTS_TOPIC, encode_event(event, self.secret))
 
     def close(self) -> None:
+        """Close everything; jobs still unfinished are cancelled (a driver's jobs do not outlive it)."""
         with self._lock:
+            cancelled = self.cancel_outstanding("the driver exited") if self._outstanding else 0
             for ex in self._executors.values():
                 try:
-                    ex.shutdown(wait=True)
+                    ex.shutdown(wait=not cancelled)
                 except Exception:
                     logger.exception("error shutting down executor %s", ex)
             self._executors.clear()

@@ -429,6 +429,8 @@ class Work(WorkCompat):
         if parent and parent not in self.parents and len(parent) <= 64:  # iDDS's explicit DAG edge
             self.parents.append(parent)
         self.status = RUNNING
+        if not self.detached_driver:  # a detached workflow's driver is meant to outlive this process
+            self.runtime.track(self)
         if cached:
             for key, raw in cached.items():
                 result.deliver(key, pickle.loads(raw), cached=True)
@@ -496,7 +498,8 @@ class Work(WorkCompat):
             exc = future.exception()
             if exc is None:
                 return
-        logger.warning("job %s of work %s did not run: %s", job.job_key, self.name, exc)
+        log = logger.debug if self.status == CANCELLED else logger.warning  # a cancel says so once, not per job
+        log("job %s of work %s did not run: %s", job.job_key, self.name, exc)
         self.async_result.deliver(job.job_key, failure_result(exc, attempt=job.attempt))
 
     def _on_outcome(self, outcome: Outcome, raw: bytes | None = None) -> None:
@@ -509,7 +512,8 @@ class Work(WorkCompat):
             self._keep(outcome.key, raw)
         if outcome.ok and not outcome.cached and outcome.metrics is not None and self._digest is not None:
             self.runtime.note_job_seconds(self._digest, outcome.metrics.duration)
-        if self._async is not None and self._async.is_all_results_available and self.status == RUNNING:
+        if self._async is not None and self._async.is_all_results_available:
+            self.runtime.untrack(self)
             if self._calls:
                 self.runtime.result_cache.flush()
             status = self.get_status()
@@ -538,14 +542,24 @@ class Work(WorkCompat):
             return FINISHED
         return FAILED if r.is_failed else SUBFINISHED
 
-    def cancel(self) -> int:
-        """Drop the jobs that have not started; each ends with a 'cancelled' failure.  Returns how many."""
+    def cancel(self, reason: str = "cancelled by its driver") -> int:
+        """Drop the jobs that have not started, and have the executor stop the running ones where it can
+        (a broker's workers do); each ends with a 'cancelled' failure.  Returns how many were dropped here."""
+        running = self.status == RUNNING
+        if running:
+            self.status = CANCELLED
         with self._lock:
             pending = list(self._dispatching)
         n = sum(1 for f in pending if f.cancel())
-        if self.status == RUNNING:
-            self.status = CANCELLED
+        if running:
+            self.runtime.executor(self.executor_name).cancel_work(self.internal_id, reason)
         return n
+
+    def unfinished_jobs(self) -> int:
+        """How many of this work's jobs have no result yet."""
+        if self._async is None:
+            return 0
+        return max(0, self._async.wait_num - self._async.done_count)
 
     @staticmethod
     def get_finished_status() -> list[str]:
