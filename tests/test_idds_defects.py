@@ -59,7 +59,7 @@ def test_defect3_results_come_back_in_list_order_and_duplicates_count_once(threa
 
     w = Work(square.__wrapped__, multi_jobs_kwargs_list=[{"x": 2}], map_results=True)
     w.submit()
-    w._async.publish(4, key=w.job_keys[0])  # a duplicate, as a retried job would send
+    w.async_result.publish(4, key=w.job_keys[0])  # a duplicate, as a retried job would send
     mr = w.wait_results(timeout=30)
     assert len(mr) == 1 and mr.get_result(args={"x": 2}) == 4
 

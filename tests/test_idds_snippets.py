@@ -64,7 +64,7 @@ SNIPPETS = {
             w = Work(func=scale, multi_jobs_kwargs_list=[{"x": 1}, {"x": 5}], map_results=True)
             w.submit()
             ret = w.wait_results(timeout=120)
-        assert isinstance(w._async, AsyncResult) and w.is_finished()
+        assert isinstance(w.async_result, AsyncResult) and w.is_finished()
         RESULT = (ret.get_result(args={"x": 5}), ret.get_result(key=get_unique_id_for_dict({"x": 1})))
         EXPECTED = (10, 2)
     """,

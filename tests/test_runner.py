@@ -77,7 +77,7 @@ def test_a_failed_jobs_error_carries_the_tail_of_its_output(embedded):
     w = Work(chatty_failure.__wrapped__, map_results=True)
     w.submit()
     w.wait_results(timeout=60)
-    outcome = next(iter(w._async.outcomes.values()))
+    outcome = next(iter(w.async_result.outcomes.values()))
     assert "step 7 of 9" in outcome.error.output_tail
 
 
