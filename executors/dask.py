@@ -200,6 +200,14 @@ class DaskExecutor(Executor):
                     self._inflight.pop(key, None)
                     self._idle.notify_all()
 
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """Cancel the work's Dask tasks: queued ones never run; one already running finishes on its worker,
+        its result dropped (each job ends with a failure)."""
+        with self._lock:
+            tasks = [dfut for job, _future, dfut in self._inflight.values() if job.work_id == work_id]
+        if tasks:
+            self.client.cancel(tasks, reason=reason)
+
     def shutdown(self, wait: bool = True) -> None:
         if self._closed:
             return

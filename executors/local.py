@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 
 from iworkflow import containers, processes
-from iworkflow.errors import InvalidMessage, JobLostError
+from iworkflow.errors import InvalidMessage, JobLostError, WorkCancelled
 from iworkflow.events import EventBatcher
-from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
 from iworkflow.failures import WORKER_NAME_ENV, failure_message
+from iworkflow.messages import Job, encode_bundle, is_inbox, results_destination
 from iworkflow.runner import EVENT, INVALID, JOB, QUIT, RESULT, FrameReader, write_frame
 
 from .base import Executor
@@ -227,6 +227,8 @@ class LocalExecutor(Executor):
         self._pending: deque[tuple[Job, Future]] = deque()
         self._procs: list[_PoolProcess] = []
         self._closed = False
+        #: works cancelled: their jobs put back after a kill are failed, not run
+        self._cancelled: dict[str, str] = {}
         self._spawned = 0
         self._watchdog: threading.Thread | None = None
         #: moving average of how long one job occupies a process (None until a job has run)
@@ -289,13 +291,17 @@ class LocalExecutor(Executor):
     def _pump(self) -> None:
         """Hand pending jobs to processes, pipelining deeper while the backlog is long."""
         started: list[Job] = []
+        dropped: list[tuple[Job, Future]] = []
         with self._lock:
-            self._fill(started)
+            self._fill(started, dropped)
+        for job, future in dropped:
+            self._fail_cancelled(job, future)
         for job in started:
             self._started(job)
 
-    def _fill(self, started: list[Job]) -> None:
-        """(lock held) Write pending jobs to processes; the first job an idle process gets starts now."""
+    def _fill(self, started: list[Job], dropped: list[tuple[Job, Future]]) -> None:
+        """(lock held) Write pending jobs to processes; the first job an idle process gets starts now.  Jobs of a
+        cancelled work put back after a kill go to ``dropped`` instead."""
         if not self._pending:
             return
         live = [p for p in self._procs if p.alive]
@@ -308,6 +314,9 @@ class LocalExecutor(Executor):
             batch: list[bytes] = []
             while room > 0 and self._pending:
                 job, future = self._pending.popleft()
+                if job.work_id in self._cancelled and not future.cancel():
+                    dropped.append((job, future))
+                    continue
                 if not future.set_running_or_notify_cancel():
                     continue  # the submitter publishes the failure of a cancelled job
                 proc.inflight.append((job, future))
@@ -352,7 +361,8 @@ class LocalExecutor(Executor):
                 exc = JobLostError(f"local runner process pid {proc.proc.pid} exited with code {code} while running "
                                    f"job {job.job_key} (the job killed its interpreter: os._exit, a crash or out of "
                                    "memory)")
-            (logger.debug if closed else logger.error)("%s", exc)  # at shutdown the runtime sums it up
+            quiet = closed or isinstance(exc, WorkCancelled)  # the runtime or the canceller sums it up
+            (logger.debug if quiet else logger.error)("%s", exc)
             data = failure_message(job.data, exc, self.settings.secret_bytes)
             self.bus.publish(results_destination(job.work_id, job.reply_to), data)
             future.set_result(None)
@@ -362,6 +372,27 @@ class LocalExecutor(Executor):
                         job.data, JobLostError("executor shut down before the job ran"), self.settings.secret_bytes))
                     future.set_result(None)
         self._pump()
+
+    def _fail_cancelled(self, job: Job, future: Future) -> None:
+        why = WorkCancelled(f"job {job.job_key} was stopped: {self._cancelled[job.work_id]}")
+        self.bus.publish(results_destination(job.work_id, job.reply_to),
+                         failure_message(job.data, why, self.settings.secret_bytes))
+        future.set_result(None)
+
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """Drop the work's queued jobs; kill the runner processes holding its jobs (another work's job
+        sharing such a process's pipeline is put back and runs again)."""
+        with self._lock:
+            self._cancelled[work_id] = reason
+            queued = [(job, future) for job, future in self._pending if job.work_id == work_id]
+            self._pending = deque(item for item in self._pending if item[0].work_id != work_id)
+            for proc in self._procs:
+                mine = [job for job, _future in proc.inflight if job.work_id == work_id]
+                if proc.alive and mine:
+                    proc.kill(mine[0], WorkCancelled(f"job {mine[0].job_key} was stopped: {reason}"))
+        for job, future in queued:
+            if not future.cancel():
+                self._fail_cancelled(job, future)
 
     def kill_running(self, job_ids: set[str]) -> int:
         """Kill the runner processes now running one of these jobs (each ends as lost); returns how many."""

@@ -122,7 +122,8 @@ class RayExecutor(Executor):
             ref = remote.remote(job.data, with_events, True, source)
             with self._lock:
                 self._inflight[ref.hex()] = (job, future, ref)
-            future.add_done_callback(lambda f, r=ref: f.cancelled() and ray.cancel(r))
+            # the Future stays pending while the task runs: cancelling it kills the task's worker process too
+            future.add_done_callback(lambda f, r=ref: f.cancelled() and ray.cancel(r, force=True))
         self._wake.set()
         return futures
 
@@ -171,6 +172,13 @@ class RayExecutor(Executor):
             return ray.get(ref)
         except BaseException as err:  # noqa: BLE001 - task error, worker crash or cancellation
             return getattr(err, "cause", None) or err
+
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """Cancel the work's Ray tasks, killing the worker processes running them (each job ends with a failure)."""
+        with self._lock:
+            refs = [ref for job, _future, ref in self._inflight.values() if job.work_id == work_id]
+        for ref in refs:
+            ray.cancel(ref, force=True)
 
     def shutdown(self, wait: bool = True) -> None:
         if self._closed:

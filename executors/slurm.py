@@ -363,6 +363,17 @@ class SlurmExecutor(Executor):
             self._emit(task, "job_failed", worker=m.worker, start=m.start, end=m.end,
                        error=result.error.summary() if result.error else "")
 
+    def cancel_work(self, work_id: str, reason: str) -> None:
+        """``scancel`` the work's array jobs; each task ends as cancelled once Slurm reports it."""
+        with self._lock:
+            ids = [b.slurm_id for b in self._batches
+                   if len(b.done) < len(b.tasks) and next(iter(b.tasks.values())).job.work_id == work_id]
+        if ids:
+            logger.info("cancelling Slurm jobs %s of work %s: %s", ", ".join(ids), work_id, reason)
+            proc = slurm(["scancel", *ids], check=False)
+            if proc.returncode != 0:
+                logger.warning("scancel %s failed: %s", " ".join(ids), proc.stderr.strip())
+
     # --- shutdown --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True) -> None:
         """``wait``: let the submitted Slurm jobs finish; otherwise scancel them and fail their jobs."""

@@ -181,3 +181,33 @@ def test_ctrl_c_drops_queued_broker_jobs_and_stops_running_ones(local_driver, tm
             worker.kill()
             worker.wait()
 
+
+
+def nap(i, folder):
+    with open(os.path.join(folder, f"started-{i}"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+    open(os.path.join(folder, f"done-{i}"), "w").close()
+    return i
+
+
+@pytest.mark.parametrize("executor", ["local", "dask", "ray"])
+def test_work_cancel_stops_its_running_jobs_and_drops_the_queued_ones(tmp_path, executor):
+    if executor != "local":
+        pytest.importorskip(executor)
+    iworkflow.configure(broker="memory://", executor=executor, slots=2)
+    try:
+        w = work(return_work=True, map_results=True)(nap)(
+            multi_jobs_kwargs_list=[{"i": i, "folder": str(tmp_path)} for i in range(6)])
+        w.submit()
+        wait_until(lambda: len(_started(tmp_path)), lambda n: n >= 2, timeout=120, what="jobs started")
+        w.cancel(reason="the test cancels it")
+        results = w.wait_results(timeout=120)
+        assert len(results.get_failures()) == 6, results.get_failures()
+        assert w.get_status() == "cancelled"
+        if executor != "dask":  # a Dask task already running finishes on its worker (documented)
+            wait_until(lambda: [i for i, pid in _started(tmp_path).items() if _alive(pid)], lambda alive: not alive,
+                       timeout=60, what="cancelled jobs still running")
+        assert len(_started(tmp_path)) == 2 and not list(tmp_path.glob("done-*"))
+    finally:
+        iworkflow.shutdown()
