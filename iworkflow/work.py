@@ -553,6 +553,9 @@ class Work(WorkCompat):
         n = sum(1 for f in pending if f.cancel())
         if running:
             self.runtime.executor(self.executor_name).cancel_work(self.internal_id, reason)
+            # the server records it now: after a driver's exit no result comes back to say so
+            self.runtime.emit(Event("work_finished", self.workflow_id, self.internal_id,
+                                    data={"status": CANCELLED, "reason": reason}))
         return n
 
     def unfinished_jobs(self) -> int:
