@@ -24,6 +24,8 @@ class ThreadExecutor(Executor):
         self.slots = slots or (int(address) if address and address.isdigit() else settings.effective_slots)
         self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="iworkflow-thread")
         self._emit = self._broadcast if settings.emits_events else None
+        self._lock = threading.Lock()
+        self._unfinished: set[Future] = set()
         try:  # registered after the pool's own hook, so it runs before that one waits for the queued jobs
             threading._register_atexit(self._interrupted_exit)  # type: ignore[attr-defined]
         except RuntimeError:  # created while the interpreter shuts down
@@ -31,8 +33,15 @@ class ThreadExecutor(Executor):
 
     def _interrupted_exit(self) -> None:
         """A driver ended by Ctrl-C drops its queued jobs (threads cannot be killed: running ones finish)."""
-        if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+            return
+        with self._lock:
+            unfinished = list(self._unfinished)
+        dropped = sum(1 for f in unfinished if f.cancel())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if unfinished:
+            logger.warning("iworkflow: Ctrl-C: dropped %d queued job(s) of the thread executor; %d running one(s) "
+                           "finish first (a thread cannot be stopped)", dropped, len(unfinished) - dropped)
 
     def _broadcast(self, event: Event) -> None:
         self.bus.broadcast(EVENTS_TOPIC, encode_event(event, self.settings.secret_bytes))
@@ -46,7 +55,15 @@ class ThreadExecutor(Executor):
         self.bus.publish(results_destination(job.work_id, job.reply_to), data)
 
     def submit(self, job: Job) -> Future:
-        return self._pool.submit(self._run, job)
+        future = self._pool.submit(self._run, job)
+        with self._lock:
+            self._unfinished.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)

@@ -498,7 +498,7 @@ class Work(WorkCompat):
             exc = future.exception()
             if exc is None:
                 return
-        log = logger.debug if self.status == CANCELLED else logger.warning  # a cancel says so once, not per job
+        log = logger.debug if future.cancelled() else logger.warning  # whoever cancelled says so, once
         log("job %s of work %s did not run: %s", job.job_key, self.name, exc)
         self.async_result.deliver(job.job_key, failure_result(exc, attempt=job.attempt))
 

@@ -34,7 +34,10 @@ def nap(i, folder):
     import os, time
     with open(os.path.join(folder, f"started-{i}"), "w") as f:
         f.write(str(os.getpid()))
-    time.sleep(600)
+    for _ in range(12000):  # 600 s, unless the test releases the jobs (a thread cannot be killed)
+        if os.path.exists(os.path.join(folder, "release")):
+            return i
+        time.sleep(0.05)
     open(os.path.join(folder, f"done-{i}"), "w").close()
     return i
 
@@ -132,6 +135,18 @@ def test_ctrl_c_stops_the_drivers_own_pool(local_driver, executor):
     _started_jobs, took = driver.interrupt_once_running()
     driver.check_cancelled()
     print(f"{executor}: exited {took:.1f} s after SIGINT")
+
+
+def test_ctrl_c_drops_the_thread_executors_queued_jobs(local_driver):
+    """Threads cannot be killed: the running jobs end (here: released), the queued ones never start."""
+    driver = local_driver("thread", IWORKFLOW_SLOTS="2")
+    wait_until(lambda: len(_started(driver.folder)), lambda n: n >= 2, timeout=120, what="jobs started")
+    driver.proc.send_signal(signal.SIGINT)
+    wait_until(driver.stderr, lambda text: "dropped 6 queued job(s) of the thread executor" in text, timeout=60,
+               what="the queued jobs dropped")
+    (driver.folder / "release").touch()
+    assert driver.proc.wait(timeout=120) != 0
+    assert len(_started(driver.folder)) == 2, "a queued job started after Ctrl-C"
 
 
 @pytest.mark.usefixtures("slurm_cluster")
