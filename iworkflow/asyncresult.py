@@ -348,13 +348,13 @@ class AsyncResult:
             self._finished.append(outcome)
             future = self._futures.get(key) if self._futures is not None else None
             self._cond.notify_all()
-        if future is not None:
-            future.complete(outcome)
-        for callback in self._callbacks:
+        for callback in self._callbacks:  # first: a caller woken by the future finds the result cached
             try:
                 callback(outcome, raw)
             except Exception:  # noqa: BLE001 - one hook's error must not lose the result for the others
                 logger.exception("outcome callback %r failed for job %s", callback, key)
+        if future is not None:
+            future.complete(outcome)
 
     def publish(self, ret, name=None, key=None, force=False, ret_status=True, ret_error=None) -> None:
         """Publish a result for one of this work's jobs (what a job reports, as in iDDS).

@@ -514,6 +514,8 @@ class Work(WorkCompat):
             self.runtime.note_job_seconds(self._digest, outcome.metrics.duration)
         if self._async is not None and self._async.is_all_results_available:
             self.runtime.untrack(self)
+            if self.status != NEW:  # submitted, every job ended: stop routing (a late duplicate is dropped)
+                self._async.stop()
             if self._calls:
                 self.runtime.result_cache.flush()
             status = self.get_status()

@@ -160,3 +160,30 @@ def test_a_pending_job_costs_the_driver_under_a_kibibyte():
         assert grown / n < 1024, f"{grown / n:.0f} bytes per pending job"
     finally:
         iworkflow.shutdown()
+
+
+def test_futures_of_several_works_steer_an_asynchronous_loop(threaded):
+    """Asynchronous HPO's shape: two evaluations in flight, a new one submitted as each ends."""
+    in_flight: dict = {}
+    submitted_x = []
+    values = []
+
+    def launch(x: int) -> None:
+        w = submitted(square, [{"x": x}])
+        in_flight[w.futures[0]] = w
+        submitted_x.append(x)
+
+    for x in range(2):
+        launch(x)
+    while in_flight:
+        done, _ = concurrent.futures.wait(list(in_flight), timeout=60,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        assert done, "no evaluation ended within 60 s"
+        for future in done:
+            values.append(future.result())
+            finished = in_flight.pop(future)
+            assert finished.get_status() == "finished" and finished.async_result.is_stop  # nothing left routed
+            if len(submitted_x) < 6:
+                launch(len(submitted_x))
+        assert len(in_flight) <= 2
+    assert sorted(values) == [x * x for x in range(6)]
