@@ -512,10 +512,9 @@ class Work(WorkCompat):
             self._keep(outcome.key, raw)
         if outcome.ok and not outcome.cached and outcome.metrics is not None and self._digest is not None:
             self.runtime.note_job_seconds(self._digest, outcome.metrics.duration)
-        if self._async is not None and self._async.is_all_results_available:
+        if self._async is not None and self._async.is_all_results_available and self.status != NEW:
             self.runtime.untrack(self)
-            if self.status != NEW:  # submitted, every job ended: stop routing (a late duplicate is dropped)
-                self._async.stop()
+            self._async.stop()  # every job ended: stop routing (a late duplicate is dropped by the inbox)
             if self._calls:
                 self.runtime.result_cache.flush()
             status = self.get_status()
