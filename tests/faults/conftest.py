@@ -216,3 +216,17 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1):
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
         time.sleep(interval)
+
+
+def capture_dispatched(executor) -> list:
+    """Keep every job the executor is handed (the driver keeps no job message once it is sent)."""
+    sent: list = []
+    dispatch = executor.submit_many
+
+    def submit_many(jobs):
+        jobs = list(jobs)
+        sent.extend(jobs)
+        return dispatch(jobs)
+
+    executor.submit_many = submit_many
+    return sent

@@ -23,7 +23,7 @@ from iworkflow.config import load_settings
 from iworkflow.errors import UnsafeArchiveError
 from iworkflow.source_cache import safe_extract
 
-from .conftest import BOTH, RABBIT, Cluster, wait_for
+from .conftest import BOTH, RABBIT, Cluster, capture_dispatched, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +39,20 @@ def test_a_worker_without_the_right_secret_refuses_and_dead_letters_the_job(clus
     """A worker holding another IWORKFLOW_SECRET never runs the job: it goes to the DLQ intact, and the wait
     ends with a TimeoutError rather than a wrong result."""
     cluster.start_worker("stranger", slots=1, IWORKFLOW_SECRET="not-the-drivers-secret")
-    cluster.driver()
+    runtime = cluster.driver()
     dead: list[bytes] = []
     bus = connect(cluster.url, load_settings(broker=cluster.url, destination_prefix=cluster.prefix))
     try:
         bus.consume("dlq", lambda d: (dead.append(d.body), d.ack()))
         w = negate(x=5)
+        sent = capture_dispatched(runtime.executor(w.executor_name))
         w.submit()
         wait_for(lambda: dead, 30, "the job in the dead-letter queue")
         with pytest.raises(TimeoutError):
             w.wait_results(timeout=1)
     finally:
         bus.close()
-    [job] = w._jobs.values()
+    [job] = sent
     assert dead == [job.data], "the refused job is kept byte for byte, nothing lost"
     assert "signature does not match" in cluster.log("stranger")
 

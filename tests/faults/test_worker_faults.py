@@ -26,7 +26,7 @@ from iworkflow.errors import JobLostError, RemoteError
 from iworkflow.messages import JobPayload, SourceRef, decode_payload, encode_payload, jobs_destination
 from iworkflow.source_cache import SourceStore
 
-from .conftest import BOTH, CLI, RABBIT, Cluster, wait_for
+from .conftest import BOTH, CLI, RABBIT, Cluster, capture_dispatched, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -221,11 +221,12 @@ def test_a_captured_job_message_replayed_later_never_runs_again(cluster: Cluster
     _, ready = cluster.spawn("elsewhere", ["worker", "--queue", "other", "--slots", "1"], IWORKFLOW_JOB_MAX_AGE="1",
                              IWORKFLOW_CLOCK_SKEW="0")
     assert "ready" in ready, cluster.log("elsewhere")
-    cluster.driver()
+    runtime = cluster.driver()
     w = append_line(path=str(lines), tag="ran")
+    sent = capture_dispatched(runtime.executor(w.executor_name))
     w.submit()
     assert w.wait_results(timeout=60) == "ran"
-    [job] = w._jobs.values()
+    [job] = sent
     settings = load_settings(broker=cluster.url, destination_prefix=cluster.prefix)
     dead: list[bytes] = []
     with connect(cluster.url, settings) as bus:
