@@ -145,7 +145,9 @@ class Runtime:
         """Cancel every work with jobs unfinished, queued and running ones alike, and say so in one line.
         Returns how many jobs were unfinished."""
         with self._outstanding_lock:
-            works, self._outstanding = list(self._outstanding.values()), {}
+            tracked, self._outstanding = list(self._outstanding.values()), {}
+        # a work whose jobs all ended is left as it ended: its own bookkeeping may still be running
+        works = [w for w in tracked if w.unfinished_jobs()]
         unfinished = 0
         for w in works:
             unfinished += w.unfinished_jobs()

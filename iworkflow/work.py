@@ -546,7 +546,7 @@ class Work(WorkCompat):
     def cancel(self, reason: str = "cancelled by its driver") -> int:
         """Drop the jobs that have not started, and have the executor stop the running ones where it can
         (a broker's workers do); each ends with a 'cancelled' failure.  Returns how many were dropped here."""
-        running = self.status == RUNNING
+        running = self.status == RUNNING and self.unfinished_jobs() > 0  # a work whose jobs all ended stays as it ended
         if running:
             self.status = CANCELLED
         with self._lock:

@@ -226,3 +226,20 @@ def test_work_cancel_stops_its_running_jobs_and_drops_the_queued_ones(tmp_path, 
         assert len(_started(tmp_path)) == 2 and not list(tmp_path.glob("done-*"))
     finally:
         iworkflow.shutdown()
+
+
+def test_a_work_whose_jobs_all_ended_is_not_cancelled_when_the_driver_exits(embedded):
+    """The waiting driver can be woken (and exit) before the inbox thread's bookkeeping of the last result has run:
+    a work still tracked then, with every job ended, is left as it ended, not recorded as cancelled."""
+    from iworkflow.runtime import get_runtime
+
+    def plus_one(x):
+        return x + 1
+
+    w = work(return_work=True)(plus_one)(x=1)
+    w.submit()
+    assert w.wait_results(timeout=60) == 2
+    runtime = get_runtime()
+    runtime.track(w)  # as if the last result's callback had not run yet when the driver exited
+    assert runtime.cancel_outstanding("the driver exited") == 0
+    assert w.get_status() == "finished" and w.cancel() == 0 and w.get_status() == "finished"
