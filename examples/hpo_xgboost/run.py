@@ -11,6 +11,7 @@ Run:  python examples/hpo_xgboost/run.py --seeds 3 --iterations 5 --points 4 [--
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from iworkflow import artifacts, work, workflow
+from iworkflow.futures import JobFuture
 from iworkflow.script import add_runtime_arguments, configure_from_args
 
 logger = logging.getLogger(__name__)
@@ -133,9 +135,10 @@ def make_optimizer(seed: int, xi: float):
     return opt
 
 
-def suggest_batch(opt, n: int, seed: int, xi: float) -> list[dict[str, float]]:
+def suggest_batch(opt, n: int, seed: int, xi: float, pending: list[dict[str, float]] = ()) -> list[dict[str, float]]:
     """N distinct suggestions at once ("constant liar"): each is registered on a scratch copy with the worst
-    score seen so far, which pushes the next suggestion elsewhere; only real scores reach ``opt``."""
+    score seen so far, which pushes the next suggestion elsewhere; so are the ``pending`` points, still being
+    evaluated.  Only real scores reach ``opt``."""
     from threadpoolctl import threadpool_limits
 
     scratch = make_optimizer(seed, xi)
@@ -146,11 +149,22 @@ def suggest_batch(opt, n: int, seed: int, xi: float) -> list[dict[str, float]]:
     # one BLAS thread: the matrices are tiny, and extra threads only fight the jobs for the cores (5x slower here)
     with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the GP fit may warn about length scales at their bounds
+        for point in pending:
+            scratch.register(params=point, target=lie)
         for _ in range(n):
             point = scratch.suggest()
             scratch.register(params=point, target=lie)
             batch.append(point)
     return batch
+
+
+def next_points(opt, method: str, n: int, seed: int, xi: float, pending: list[dict[str, float]] = ()) -> list[dict]:
+    """N points to evaluate next, as plain floats (readable job keys): random, or BO once a real score is in."""
+    if method == "random" or not opt.res:  # Bayesian optimisation needs data to model
+        points = opt.random_sample(n)
+    else:
+        points = suggest_batch(opt, n, seed, xi, pending)
+    return [{k: float(v) for k, v in p.items()} for p in points]
 
 
 @dataclass
@@ -159,6 +173,10 @@ class SearchHistory:
 
     method: str
     seed: int = 0
+    mode: str = "batch"
+    #: per evaluation: iteration (batch; for async the batch it would be in at equal budget), params, score,
+    #: submitted_s, done_s and registered_s (seconds since the search started, the driver's clock), duration_s (the
+    #: job's own run time), late (registered after a later batch was launched); in the order they were registered
     evaluations: list[dict] = field(default_factory=list)
     best_per_iteration: list[float] = field(default_factory=list)
     failures: int = 0
@@ -188,38 +206,162 @@ def _check(method: str, metric: str, iterations: int, points: int) -> None:
         raise ValueError(f"need at least 1 iteration and 1 point per iteration, got {iterations}, {points}")
 
 
+#: the jobs of a search, one work per batch (or per point, in async mode): the work gives a Future per job
+evaluate_work = work(return_work=True, map_results=True)(evaluate)
+
+
+class Evaluations:
+    """The jobs a search launched: each job's Future, its point, and when it was submitted and finished (the
+    driver's clock, from the search's start; a done-callback stamps the finish as the result lands)."""
+
+    def __init__(self, options: dict):
+        self.options = options
+        self.start = time.monotonic()
+        self.jobs: dict[JobFuture, dict] = {}
+        self.timeout = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def launch(self, points: list[dict[str, float]], iteration: int) -> list[JobFuture]:
+        """Submit one work of these points; returns their Futures."""
+        w = evaluate_work(**self.options, multi_jobs_kwargs_list=points)
+        submitted = self.now()
+        w.submit()
+        self.timeout = w.runtime.settings.result_timeout or None
+        for future in w.futures:
+            self.jobs[future] = {"iteration": iteration, "params": future.args, "submitted_s": submitted,
+                                 "work": w, "registered": False}
+            future.add_done_callback(self._stamp)
+        return list(w.futures)
+
+    def _stamp(self, future: JobFuture) -> None:
+        self.jobs[future]["done_s"] = self.now()
+
+    def pending(self) -> list[dict[str, float]]:
+        return [j["params"] for j in self.jobs.values() if not j["registered"]]
+
+    def register_done(self, opt, history: "SearchHistory", late_before: int | None = None,
+                      only: list[JobFuture] | None = None) -> int:
+        """Register every job (of ``only`` if given) whose result is in and was not registered yet, with ``opt``
+        and in the history; a job of an iteration before ``late_before`` is marked late.  Returns how many."""
+        count = 0
+        results: dict[int, object] = {}  # per work, the results so far (read once per call)
+        for future, job in self.jobs.items():
+            if job["registered"] or (only is not None and future not in only):
+                continue
+            w = job["work"]
+            if id(w) not in results:
+                results[id(w)] = w.get_results()
+            # the result, not the Future: a partial wait counts results, which land just before their Futures
+            score, details = results[id(w)].get_result(args=job["params"], with_details=True)
+            if details["status"] == "missing":
+                continue
+            job["registered"] = True
+            count += 1
+            if details["status"] != "finished":  # a failed training is reported and left out, not fatal
+                logger.warning("evaluation failed for %s: %s", job["params"], details["error"])
+                history.failures += 1
+                continue
+            opt.register(params=job["params"], target=score)
+            history.evaluations.append({
+                "iteration": job["iteration"], "params": job["params"], "score": score,
+                "submitted_s": job["submitted_s"], "done_s": job.get("done_s", self.now()), "registered_s": self.now(),
+                "duration_s": details["metrics"].get("duration"),
+                "late": late_before is not None and job["iteration"] < late_before})
+        return count
+
+    def in_flight(self) -> list[JobFuture]:
+        return [f for f, j in self.jobs.items() if not j["registered"]]
+
+
+def _progress(history: "SearchHistory", opt, label: str, metric: str, evaluations: Evaluations) -> None:
+    if not opt.res:
+        raise RuntimeError(f"every evaluation up to {label} failed; see the warnings above")
+    history.best_per_iteration.append(float(opt.max["target"]))
+    logger.info("seed %d %-6s %s %s: best %s = %.5f after %d evaluations (%.0f s)", history.seed, history.method,
+                history.mode, label, metric, history.best_per_iteration[-1], len(history.evaluations),
+                evaluations.now())
+
+
 @workflow(local=True, exclude_source_files=["output"])  # output/ is not shipped to workers
 def optimize(method: str = "bayes", iterations: int = 5, points: int = 4, seed: int = 0, xi: float = 0.01,
              n_estimators: int = 100, folds: int = 5, metric: str = "neg_log_loss") -> SearchHistory:
     """The batch HPO loop: suggest ``points`` hyperparameter sets, evaluate them in parallel, register, repeat."""
     _check(method, metric, iterations, points)
     opt = make_optimizer(seed, xi)
-    history = SearchHistory(method, seed)
-    start = time.monotonic()
+    history = SearchHistory(method, seed, mode="batch")
+    jobs = Evaluations({"n_estimators": n_estimators, "folds": folds, "metric": metric, "seed": seed})
     for iteration in range(1, iterations + 1):
-        # both methods start from the same random batch; Bayesian optimisation needs data to model
-        if method == "random" or not opt.res:
-            batch = opt.random_sample(points)
-        else:
-            batch = suggest_batch(opt, points, seed + iteration, xi)
-        batch = [{k: float(v) for k, v in p.items()} for p in batch]  # plain floats: readable job keys
+        # both methods start from the same random batch
+        batch = jobs.launch(next_points(opt, method, points, seed + iteration, xi), iteration)
+        done, not_done = concurrent.futures.wait(batch, timeout=jobs.timeout)
+        if not_done:
+            raise TimeoutError(f"{len(not_done)} evaluations of iteration {iteration} unfinished after "
+                               f"{jobs.timeout} s")
+        jobs.register_done(opt, history)
+        _progress(history, opt, f"iteration {iteration}/{iterations}", metric, jobs)
+    return history
 
-        scores = evaluate(n_estimators=n_estimators, folds=folds, metric=metric, seed=seed,
-                          multi_jobs_kwargs_list=batch)
-        for params in batch:
-            score, details = scores.get_result(args=params, with_details=True)
-            if details["status"] != "finished":  # a failed training is reported and left out, not fatal
-                logger.warning("evaluation failed for %s: %s", params, details["error"])
-                history.failures += 1
-                continue
-            opt.register(params=params, target=score)
-            history.evaluations.append({"iteration": iteration, "params": params, "score": score})
-        if not opt.res:
-            raise RuntimeError(f"every evaluation of iteration {iteration} failed; see the warnings above")
-        history.best_per_iteration.append(float(opt.max["target"]))
-        logger.info("seed %d %-6s iteration %d/%d: best %s = %.5f after %d evaluations (%.0f s)", seed, method,
-                    iteration, iterations, metric, history.best_per_iteration[-1], len(history.evaluations),
-                    time.monotonic() - start)
+
+@workflow(local=True, exclude_source_files=["output"])
+def optimize_trigger80(method: str = "bayes", iterations: int = 5, points: int = 4, seed: int = 0, xi: float = 0.01,
+                       n_estimators: int = 100, folds: int = 5, metric: str = "neg_log_loss",
+                       fraction: float = 0.8) -> SearchHistory:
+    """Batches, the next one generated as soon as ``fraction`` of the current one finished (iDDS's HPO rule);
+    the stragglers keep running, count as pending (constant liar) and are registered when they land."""
+    _check(method, metric, iterations, points)
+    opt = make_optimizer(seed, xi)
+    history = SearchHistory(method, seed, mode="trigger80")
+    jobs = Evaluations({"n_estimators": n_estimators, "folds": folds, "metric": metric, "seed": seed})
+    for iteration in range(1, iterations + 1):
+        # stragglers that landed since: late if a batch was launched after theirs
+        jobs.register_done(opt, history, late_before=iteration - 1)
+        batch = jobs.launch(next_points(opt, method, points, seed + iteration, xi, jobs.pending()), iteration)
+        w = jobs.jobs[batch[0]]["work"]
+        if not w.async_result.wait(fraction=fraction, timeout=jobs.timeout):
+            raise TimeoutError(f"iteration {iteration}: {fraction:.0%} of its evaluations unfinished after "
+                               f"{jobs.timeout} s")
+        jobs.register_done(opt, history, late_before=iteration)
+        _progress(history, opt, f"iteration {iteration}/{iterations}", metric, jobs)
+    done, not_done = concurrent.futures.wait(jobs.in_flight(), timeout=jobs.timeout)
+    if not_done:
+        raise TimeoutError(f"{len(not_done)} evaluations unfinished after {jobs.timeout} s")
+    jobs.register_done(opt, history, late_before=iterations)
+    history.best_per_iteration[-1] = float(opt.max["target"])  # the last batch's stragglers count for it
+    return history
+
+
+@workflow(local=True, exclude_source_files=["output"])
+def optimize_async(method: str = "bayes", iterations: int = 5, points: int = 4, seed: int = 0, xi: float = 0.01,
+                   n_estimators: int = 100, folds: int = 5, metric: str = "neg_log_loss") -> SearchHistory:
+    """Asynchronous HPO: ``points`` evaluations in flight; as each ends it is registered and the next point
+    is asked for (the others still running are its constant liars), until ``iterations * points`` are spent."""
+    _check(method, metric, iterations, points)
+    opt = make_optimizer(seed, xi)
+    history = SearchHistory(method, seed, mode="async")
+    jobs = Evaluations({"n_estimators": n_estimators, "folds": folds, "metric": metric, "seed": seed})
+    budget = iterations * points
+    # the same first random design as the batch modes, then one point at a time
+    for point in next_points(opt, method, points, seed + 1, xi):
+        jobs.launch([point], iteration=1)
+    launched = points
+    while in_flight := jobs.in_flight():
+        done, _ = concurrent.futures.wait(in_flight, timeout=jobs.timeout,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        if not done:
+            raise TimeoutError(f"no evaluation of {len(in_flight)} in flight finished within {jobs.timeout} s")
+        before = len(history.evaluations) + history.failures
+        jobs.register_done(opt, history, only=list(done))
+        after = len(history.evaluations) + history.failures
+        if after // points > before // points:
+            _progress(history, opt, f"{after}/{budget}", metric, jobs)
+        while launched < budget and len(jobs.in_flight()) < points:
+            point = next_points(opt, method, 1, seed + 1 + launched, xi, jobs.pending())[0]
+            jobs.launch([point], iteration=1 + launched // points)
+            launched += 1
+    if len(history.best_per_iteration) < iterations:
+        _progress(history, opt, f"{budget}/{budget}", metric, jobs)
     return history
 
 
@@ -237,7 +379,8 @@ def rescore_winners(runs: list[SearchHistory], n_estimators: int = 100, folds: i
 
 
 #: how the searches are run; a mode is a workflow with the signature of ``optimize``
-MODES: dict[str, Callable[..., SearchHistory]] = {"batch": optimize}
+MODES: dict[str, Callable[..., SearchHistory]] = {"batch": optimize, "trigger80": optimize_trigger80,
+                                                   "async": optimize_async}
 
 
 def compare(mode: str, seeds: list[int], options: dict) -> dict[str, list[SearchHistory]]:
@@ -332,6 +475,117 @@ def plot(runs: dict[str, list[SearchHistory]], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+#: the modes raced against each other at equal evaluation budget
+RACE_MODES = ("batch", "trigger80", "async")
+
+
+@workflow(local=True, exclude_source_files=["output"])
+def warm_up(points: int, options: dict) -> None:
+    """One throwaway batch, so that no mode pays for starting the workers and importing xgboost."""
+    opt = make_optimizer(10_000, 0.01)  # a seed of its own: none of the searches sees these points
+    evaluate(**options, seed=0, multi_jobs_kwargs_list=next_points(opt, "random", points, 0, 0.01))
+
+
+def race(seeds: list[int], options: dict, method: str = "bayes") -> dict[str, list[SearchHistory]]:
+    """Each mode on every seed with the same budget, after a warm-up; seed by seed, the modes in an order that
+    rotates with the seed, so a change in the machine's load falls on all of them alike."""
+    warm_up(options["points"], {k: options[k] for k in ("n_estimators", "folds", "metric")})
+    runs: dict[str, list[SearchHistory]] = {mode: [] for mode in RACE_MODES}
+    for i, seed in enumerate(seeds):
+        for mode in RACE_MODES[i % 3:] + RACE_MODES[:i % 3]:
+            runs[mode].append(MODES[mode](method=method, seed=seed, **options))
+    return runs
+
+
+def best_vs_time(history: SearchHistory) -> tuple[np.ndarray, np.ndarray]:
+    """(finish times, best score among the evaluations finished by then), in finishing order."""
+    done = sorted(history.evaluations, key=lambda e: e["done_s"])
+    return np.array([e["done_s"] for e in done]), np.maximum.accumulate([e["score"] for e in done])
+
+
+def best_at(history: SearchHistory, t: float) -> float:
+    """The best score among the evaluations finished ``t`` seconds into the search (nan before the first)."""
+    times, best = best_vs_time(history)
+    i = np.searchsorted(times, t, side="right")
+    return float(best[i - 1]) if i else float("nan")
+
+
+def summarize_race(runs: dict[str, list[SearchHistory]]) -> dict:
+    """Per mode, medians over seeds: wall time to spend the budget, final best score, best score at a half
+    and a quarter of batch's median wall time, and the spread of job durations."""
+    batch_wall = float(np.median([max(e["done_s"] for e in h.evaluations) for h in runs["batch"]]))
+    out: dict = {"batch_wall_s": batch_wall}
+    for mode, hs in runs.items():
+        walls = [max(e["done_s"] for e in h.evaluations) for h in hs]
+        durations = [e["duration_s"] for h in hs for e in h.evaluations if e["duration_s"] is not None]
+        out[mode] = {
+            "wall_s": {"median": float(np.median(walls)), "min": float(min(walls)), "max": float(max(walls))},
+            "best": float(np.median([h.best["score"] for h in hs])),
+            "best_at_half_batch_wall": float(np.nanmedian([best_at(h, batch_wall / 2) for h in hs])),
+            "best_at_quarter_batch_wall": float(np.nanmedian([best_at(h, batch_wall / 4) for h in hs])),
+            "evaluations": [len(h.evaluations) for h in hs], "late": sum(e["late"] for h in hs for e in h.evaluations),
+            "job_s": {"median": float(np.median(durations)), "p10": float(np.percentile(durations, 10)),
+                      "p90": float(np.percentile(durations, 90))}}
+    return out
+
+
+def plot_race(runs: dict[str, list[SearchHistory]], metric: str, path: Path) -> None:
+    """Left: median over seeds of the best score so far against wall time, per mode.  Right: each seed's wall
+    time to spend the budget, per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"batch": "tab:blue", "trigger80": "tab:green", "async": "tab:red"}
+    labels = {"batch": "batch (wait for all)", "trigger80": "batch, next at 80 %", "async": "asynchronous"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [2, 1]})
+    end = max(max(e["done_s"] for e in h.evaluations) for hs in runs.values() for h in hs)
+    grid = np.linspace(0, end, 400)
+    for mode, hs in runs.items():
+        # from the time every seed has a result on: a median over all the seeds, not over those that started
+        times = grid[grid >= max(best_vs_time(h)[0][0] for h in hs)]
+        med = np.median([[best_at(h, t) for t in times] for h in hs], axis=0)
+        left.plot(times, med, color=colours[mode], label=f"{labels[mode]}: median of {len(hs)} seeds")
+        for h in hs:
+            left.axvline(max(e["done_s"] for e in h.evaluations), color=colours[mode], alpha=0.25, lw=0.8)
+        walls = [max(e["done_s"] for e in h.evaluations) for h in hs]
+        i = RACE_MODES.index(mode)
+        right.plot([i] * len(walls), walls, "o", color=colours[mode], alpha=0.7)
+        right.plot([i], [np.median(walls)], "s", color=colours[mode], ms=10, mec="black")
+    finals = [h.best["score"] for hs in runs.values() for h in hs]
+    firsts = [best_vs_time(h)[1][0] for hs in runs.values() for h in hs]
+    low, high = np.percentile(firsts, 50), max(finals)
+    left.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+    left.set_xlabel("wall time since the search started (s); thin lines: each search's end")
+    left.set_ylabel(f"best CV {metric} finished so far")
+    left.set_title(f"best score vs wall time, {len(next(iter(runs.values()))[0].evaluations)} evaluations each")
+    left.grid(alpha=0.3)
+    left.legend(loc="lower right", fontsize=8)
+    right.set_xticks(range(len(RACE_MODES)), [labels[m] for m in RACE_MODES], fontsize=8, rotation=12)
+    right.set_xlim(-0.5, len(RACE_MODES) - 0.5)
+    right.set_ylabel("wall time to spend the budget (s)")
+    right.set_title("per seed (square: median)")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_race(runs: dict[str, list[SearchHistory]], metric: str) -> dict:
+    summary = summarize_race(runs)
+    half = summary["batch_wall_s"] / 2
+    print(f"\n{metric}, Bayesian optimisation, medians over {len(runs['batch'])} seeds (best at {half:.1f} s: half of "
+          f"batch's median wall time):")
+    print(f"{'mode':<10}{'wall s':>8}{'(min-max)':>14}{'best':>10}{'best@half':>11}{'late':>6}{'job s p10/50/90':>20}")
+    for mode in RACE_MODES:
+        m = summary[mode]
+        print(f"{mode:<10}{m['wall_s']['median']:8.1f}{m['wall_s']['min']:7.1f}-{m['wall_s']['max']:<6.1f}"
+              f"{m['best']:10.4f}{m['best_at_half_batch_wall']:11.4f}{m['late']:6d}"
+              f"{m['job_s']['p10']:8.2f}/{m['job_s']['median']:.2f}/{m['job_s']['p90']:.2f}")
+    return summary
+
+
 def shown_params(params: dict) -> dict:
     """Hyperparameters as xgboost sees them (log10 ones exponentiated, max_depth rounded)."""
     shown = {k.removeprefix("log10_"): round(10**v if k.startswith("log10_") else v, 4) for k, v in params.items()}
@@ -350,6 +604,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[SearchHistory]]:
     parser.add_argument("--metric", default="neg_log_loss", choices=METRICS)
     parser.add_argument("--xi", type=float, default=0.01, help="expected-improvement exploration margin")
     parser.add_argument("--mode", default="batch", choices=sorted(MODES), help="how each search runs its jobs")
+    parser.add_argument("--race", action="store_true",
+                        help="instead: Bayesian optimisation in every mode at equal budget, best score vs wall time")
     add_runtime_arguments(parser, out_dir=Path(__file__).resolve().parent / "output")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -359,9 +615,26 @@ def main(argv: list[str] | None = None) -> dict[str, list[SearchHistory]]:
     start = time.monotonic()
     options = {"iterations": args.iterations, "points": args.points, "xi": args.xi,
                "n_estimators": args.n_estimators, "folds": args.folds, "metric": args.metric}
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    if args.race:
+        try:
+            _check("bayes", args.metric, args.iterations, args.points)
+            runs = race(seeds, options)
+        except ValueError as err:
+            parser.error(str(err))
+        args.out.mkdir(parents=True, exist_ok=True)
+        png = args.out / "hpo_xgboost_race.png"
+        plot_race(runs, args.metric, png)
+        summary = print_race(runs, args.metric)
+        wall = time.monotonic() - start
+        (args.out / "hpo_xgboost_race.json").write_text(json.dumps(
+            {"runs": {m: [asdict(h) for h in hs] for m, hs in runs.items()}, "summary": summary,
+             "options": options, "seeds": args.seeds, "wall_time_s": wall}, indent=1))
+        print(f"wall time {wall:.1f} s; plot: {png}")
+        return runs
     try:
         _check("bayes", args.metric, args.iterations, args.points)
-        runs = compare(args.mode, list(range(args.seed, args.seed + args.seeds)), options)
+        runs = compare(args.mode, seeds, options)
     except ValueError as err:
         parser.error(str(err))
     wall = time.monotonic() - start

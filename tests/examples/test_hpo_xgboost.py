@@ -123,3 +123,83 @@ def test_command_line_compares_over_seeds_and_writes_plot_and_result(run_example
 
     bad = run_example("hpo_xgboost", "--seeds", "0", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--seeds must be >= 1" in bad.stderr
+
+
+ASYNC = {**SMALL, "iterations": 2, "points": 3, "n_estimators": 20}
+
+
+@pytest.fixture
+def one_slot():
+    """The embedded runtime with one local slot: the jobs of a batch run one after another."""
+    import iworkflow
+
+    runtime = iworkflow.configure(broker="memory://", executor="local", slots=1)
+    yield runtime
+    iworkflow.shutdown()
+
+
+def _in_flight_at_each_launch(history) -> list[int]:
+    """For each evaluation, how many (itself included) were submitted and not yet finished when it was submitted."""
+    evaluations = history.evaluations
+    return [sum(o["submitted_s"] <= e["submitted_s"] < o["done_s"] for o in evaluations) for e in evaluations]
+
+
+def test_async_mode_spends_exactly_the_budget_and_each_score_belongs_to_its_point(embedded, hpo):
+    history = hpo.optimize_async(method="bayes", **ASYNC)
+    assert history.mode == "async" and history.failures == 0
+    assert len(history.evaluations) == 6  # iterations x points, no more, no less
+    points = [tuple(sorted(e["params"].items())) for e in history.evaluations]
+    assert len(set(points)) == 6  # pending points are liars: no point is asked for twice
+    for e in history.evaluations:
+        assert all(lo <= e["params"][k] <= hi for k, (lo, hi) in hpo.SPACE.items())
+        assert e["done_s"] >= e["submitted_s"] and e["duration_s"] > 0
+    # the first design is the batch modes' random one; the score recorded for a point is that point's own
+    batch = hpo.optimize(method="bayes", **{**ASYNC, "iterations": 1})
+    assert {p for p, e in zip(points, history.evaluations) if e["iteration"] == 1} == {
+        tuple(sorted(e["params"].items())) for e in batch.evaluations}
+    fixed = {k: ASYNC[k] for k in ("n_estimators", "folds", "metric", "seed")}
+    for e in history.evaluations:
+        assert hpo.evaluate.__wrapped__(**e["params"], **fixed) == e["score"]
+
+
+def test_async_mode_never_has_more_than_points_evaluations_in_flight(embedded, hpo):
+    history = hpo.optimize_async(method="random", **{**ASYNC, "iterations": 3})
+    in_flight = _in_flight_at_each_launch(history)
+    assert len(history.evaluations) == 9 and max(in_flight) == 3
+    by_launch = [n for _, n in sorted(zip([e["submitted_s"] for e in history.evaluations], in_flight))]
+    assert by_launch[:3] == [1, 2, 3]  # the first design goes out at once
+    # each later point goes out once one in flight has finished
+    later = sorted(e["submitted_s"] for e in history.evaluations)[3:]
+    finished = sorted(e["done_s"] for e in history.evaluations)
+    assert all(finished[i] <= t for i, t in enumerate(later))
+
+
+def test_trigger80_starts_the_next_batch_at_80_percent_and_registers_the_late_results(one_slot, hpo):
+    # one slot: the fifth job of a batch of five still runs when the fourth result lands and the next batch goes
+    history = hpo.optimize_trigger80(method="bayes", **{**SMALL, "iterations": 3, "points": 5, "n_estimators": 20})
+    evaluations = history.evaluations
+    assert history.mode == "trigger80" and history.failures == 0 and len(evaluations) == 15
+    assert len({tuple(sorted(e["params"].items())) for e in evaluations}) == 15
+    assert sorted(e["iteration"] for e in evaluations) == [1] * 5 + [2] * 5 + [3] * 5
+    late = [e for e in evaluations if e["late"]]
+    assert late and all(e["iteration"] < 3 for e in late)  # the last batch's stragglers are awaited, not late
+    for e in late:  # registered after the next batch went out, before the search ended
+        following = min(o["submitted_s"] for o in evaluations if o["iteration"] == e["iteration"] + 1)
+        assert e["registered_s"] > following
+    fixed = {k: SMALL[k] for k in ("folds", "metric", "seed")}
+    for e in late:  # a late score is still its own point's
+        assert hpo.evaluate.__wrapped__(**e["params"], n_estimators=20, **fixed) == e["score"]
+    assert history.best_per_iteration[-1] == max(e["score"] for e in evaluations)
+
+
+def test_command_line_races_the_modes_at_equal_budget(run_example, tmp_path):
+    out = run_example("hpo_xgboost", "--race", "--seeds", "1", "--iterations", "2", "--points", "3",
+                      "--n-estimators", "20", "--folds", "3", "--slots", "2", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "hpo_xgboost_race.json").read_text())
+    assert set(result["runs"]) == {"batch", "trigger80", "async"}
+    for mode, runs in result["runs"].items():
+        assert [len(r["evaluations"]) for r in runs] == [6] and runs[0]["mode"] == mode
+    for mode in ("batch", "trigger80", "async"):
+        assert re.search(rf"^{mode}\s+\d+\.\d", out.stdout, re.M), out.stdout
+    assert (tmp_path / "hpo_xgboost_race.png").stat().st_size > 20_000
