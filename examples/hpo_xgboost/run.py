@@ -542,10 +542,12 @@ def plot_race(runs: dict[str, list[SearchHistory]], metric: str, path: Path) -> 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [2, 1]})
     end = max(max(e["done_s"] for e in h.evaluations) for hs in runs.values() for h in hs)
     grid = np.linspace(0, end, 400)
+    starts = []
     for mode, hs in runs.items():
         # from the time every seed has a result on: a median over all the seeds, not over those that started
         times = grid[grid >= max(best_vs_time(h)[0][0] for h in hs)]
         med = np.median([[best_at(h, t) for t in times] for h in hs], axis=0)
+        starts.append(med[0])
         left.plot(times, med, color=colours[mode], label=f"{labels[mode]}: median of {len(hs)} seeds")
         for h in hs:
             left.axvline(max(e["done_s"] for e in h.evaluations), color=colours[mode], alpha=0.25, lw=0.8)
@@ -553,9 +555,7 @@ def plot_race(runs: dict[str, list[SearchHistory]], metric: str, path: Path) -> 
         i = RACE_MODES.index(mode)
         right.plot([i] * len(walls), walls, "o", color=colours[mode], alpha=0.7)
         right.plot([i], [np.median(walls)], "s", color=colours[mode], ms=10, mec="black")
-    finals = [h.best["score"] for hs in runs.values() for h in hs]
-    firsts = [best_vs_time(h)[1][0] for hs in runs.values() for h in hs]
-    low, high = np.percentile(firsts, 50), max(finals)
+    low, high = min(starts), max(np.median([h.best["score"] for h in hs]) for hs in runs.values())
     left.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
     left.set_xlabel("wall time since the search started (s); thin lines: each search's end")
     left.set_ylabel(f"best CV {metric} finished so far")
