@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iworkflow import artifacts, work, workflow
-from iworkflow.futures import JobFuture
+from iworkflow import JobFuture, Work, artifacts, work, workflow
 from iworkflow.script import add_runtime_arguments, configure_from_args
 
 logger = logging.getLogger(__name__)
@@ -223,8 +222,8 @@ class Evaluations:
     def now(self) -> float:
         return time.monotonic() - self.start
 
-    def launch(self, points: list[dict[str, float]], iteration: int) -> list[JobFuture]:
-        """Submit one work of these points; returns their Futures."""
+    def launch(self, points: list[dict[str, float]], iteration: int) -> Work:
+        """Submit one work of these points (its ``futures`` are theirs)."""
         w = evaluate_work(**self.options, multi_jobs_kwargs_list=points)
         submitted = self.now()
         w.submit()
@@ -233,7 +232,7 @@ class Evaluations:
             self.jobs[future] = {"iteration": iteration, "params": future.args, "submitted_s": submitted,
                                  "work": w, "registered": False}
             future.add_done_callback(self._stamp)
-        return list(w.futures)
+        return w
 
     def _stamp(self, future: JobFuture) -> None:
         self.jobs[future]["done_s"] = self.now()
@@ -294,8 +293,8 @@ def optimize(method: str = "bayes", iterations: int = 5, points: int = 4, seed: 
     jobs = Evaluations({"n_estimators": n_estimators, "folds": folds, "metric": metric, "seed": seed})
     for iteration in range(1, iterations + 1):
         # both methods start from the same random batch
-        batch = jobs.launch(next_points(opt, method, points, seed + iteration, xi), iteration)
-        done, not_done = concurrent.futures.wait(batch, timeout=jobs.timeout)
+        w = jobs.launch(next_points(opt, method, points, seed + iteration, xi), iteration)
+        done, not_done = concurrent.futures.wait(w.futures, timeout=jobs.timeout)
         if not_done:
             raise TimeoutError(f"{len(not_done)} evaluations of iteration {iteration} unfinished after "
                                f"{jobs.timeout} s")
@@ -317,8 +316,7 @@ def optimize_trigger80(method: str = "bayes", iterations: int = 5, points: int =
     for iteration in range(1, iterations + 1):
         # stragglers that landed since: late if a batch was launched after theirs
         jobs.register_done(opt, history, late_before=iteration - 1)
-        batch = jobs.launch(next_points(opt, method, points, seed + iteration, xi, jobs.pending()), iteration)
-        w = jobs.jobs[batch[0]]["work"]
+        w = jobs.launch(next_points(opt, method, points, seed + iteration, xi, jobs.pending()), iteration)
         if not w.async_result.wait(fraction=fraction, timeout=jobs.timeout):
             raise TimeoutError(f"iteration {iteration}: {fraction:.0%} of its evaluations unfinished after "
                                f"{jobs.timeout} s")
