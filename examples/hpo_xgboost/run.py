@@ -601,13 +601,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[SearchHistory]]:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     parser.add_argument("--metric", default="neg_log_loss", choices=METRICS)
     parser.add_argument("--xi", type=float, default=0.01, help="expected-improvement exploration margin")
-    parser.add_argument("--mode", default="batch", choices=sorted(MODES), help="how each search runs its jobs")
+    parser.add_argument("--mode", choices=sorted(MODES), help="how each search runs its jobs (default: batch)")
     parser.add_argument("--race", action="store_true",
                         help="instead: Bayesian optimisation in every mode at equal budget, best score vs wall time")
     add_runtime_arguments(parser, out_dir=Path(__file__).resolve().parent / "output")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.race and args.mode:
+        parser.error(f"--race runs every mode; drop --mode {args.mode}")
     configure_from_args(args, progress_logger=logger)
 
     start = time.monotonic()
@@ -632,7 +634,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[SearchHistory]]:
         return runs
     try:
         _check("bayes", args.metric, args.iterations, args.points)
-        runs = compare(args.mode, seeds, options)
+        runs = compare(args.mode or "batch", seeds, options)
     except ValueError as err:
         parser.error(str(err))
     wall = time.monotonic() - start

@@ -203,3 +203,6 @@ def test_command_line_races_the_modes_at_equal_budget(run_example, tmp_path):
     for mode in ("batch", "trigger80", "async"):
         assert re.search(rf"^{mode}\s+\d+\.\d", out.stdout, re.M), out.stdout
     assert (tmp_path / "hpo_xgboost_race.png").stat().st_size > 20_000
+
+    both = run_example("hpo_xgboost", "--race", "--mode", "async", "--out", str(tmp_path))
+    assert both.returncode == 2 and "--race runs every mode; drop --mode async" in both.stderr
