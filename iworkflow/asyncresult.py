@@ -254,6 +254,8 @@ class AsyncResult:
         self._futures: dict[str, JobFuture] | None = None
         #: results that arrived for a job already ended (redeliveries, retries): counted, never shown twice
         self.duplicates = 0
+        #: job key -> the attempt a user's retry of its failure started; results of older attempts are stale
+        self._floor: dict[str, int] = {}
         #: set once a wait ended with every result needed (iDDS's attribute)
         self.waiting_result_terminated = False
         self._cond = threading.Condition()
@@ -315,6 +317,26 @@ class AsyncResult:
         with self._cond:
             return key in self._outcomes
 
+    def reopen(self, key: str, attempt: int) -> str | None:
+        """Drop job ``key``'s failure so that ``attempt`` may replace it; None if done, else why it cannot be.
+
+        Only while the work still runs (not every result in): once all are in, callers hold the outcomes.
+        A future already done keeps its failure; ``futures()`` asked later gives a pending one."""
+        with self._cond:
+            outcome = self._outcomes.get(key)
+            if outcome is None:
+                return f"job {key} has not ended"
+            if outcome.ok:
+                return f"job {key} succeeded; only failed jobs are retried"
+            if self._done():
+                return ("its work had ended (every result in and handed to the caller); "
+                        "resubmit the workflow to run failed jobs again")
+            del self._outcomes[key]
+            self._floor[key] = attempt
+            if self._futures is not None and key in self._futures and self._futures[key].done():
+                self._futures[key] = JobFuture(key, self._args.get(key))
+            return None
+
     def add_outcome_callback(self, callback: OutcomeCallback) -> None:
         """Call ``callback(outcome, raw_message)`` for each job as its result lands (on the receiving thread)."""
         self._callbacks.append(callback)
@@ -323,7 +345,7 @@ class AsyncResult:
         """Record job ``key``'s result (from the inbox, the result cache or a failed dispatch); a second
         result for the same job is counted in ``duplicates`` and otherwise ignored."""
         with self._cond:
-            if key in self._outcomes:
+            if key in self._outcomes or payload.metrics.attempt < self._floor.get(key, 0):
                 self.duplicates += 1
                 logger.debug("duplicate result for job %s ignored", key)
                 return
@@ -423,15 +445,25 @@ class AsyncResult:
             self._cond.notify_all()
 
     def completed(self, timeout: float | None = None) -> Iterator[tuple["Outcome", Any]]:
-        """``(outcome, args)`` of each job in the order the jobs finished, blocking for those still running."""
+        """``(outcome, args)`` of each job in the order the jobs finished, blocking for those still running
+        (a failed job retried while the work runs appears again with its new outcome)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = 0
-        while seen < self.wait_num:
+        while True:
             with self._cond:
-                if not self._wait_for(seen + 1, deadline):
-                    raise TimeoutError(f"{self.wait_num - seen} (of {self.wait_num}) jobs of "
-                                       f"{self.name or self.internal_id} unfinished after {timeout}s")
+                while seen >= len(self._finished) and len(self._outcomes) < self.wait_num:
+                    error = self._inbox.error if self._subscribed else None
+                    if error is not None:
+                        raise error
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        missing = self.wait_num - len(self._outcomes)
+                        raise TimeoutError(f"{missing} (of {self.wait_num}) jobs of "
+                                           f"{self.name or self.internal_id} unfinished after {timeout}s")
+                    self._cond.wait(remaining)
                 batch = self._finished[seen:]
+            if not batch:
+                return
             for outcome in batch:
                 yield outcome, self._args.get(outcome.key)
             seen += len(batch)

@@ -340,7 +340,10 @@ RETRY, CANCEL = "retry", "cancel"
 class Control:
     """An instruction from the server: ``retry`` a lost job (sent to its work's results queue, where
     the driver holding the job resubmits it with ``attempt``), or ``cancel`` a workflow/work
-    (broadcast on the control topic: workers drop its queued jobs and stop its running ones)."""
+    (broadcast on the control topic: workers drop its queued jobs and stop its running ones).
+
+    ``failed``: a user's retry of a job that failed: the driver drops that failure (never a success) and
+    resubmits the job, while the work is still running in it."""
 
     action: str
     workflow_id: str | None = None
@@ -348,6 +351,14 @@ class Control:
     job_key: str | None = None
     attempt: int = 1
     reason: str = ""
+    failed: bool = False
+
+    @classmethod
+    def retry_failed(cls, workflow_id: str | None, work_id: str, job_key: str, attempt: int,
+                     reason: str = "retry of a failed job asked through the server") -> "Control":
+        """The retry a user asks for a failed job (as opposed to the monitor's retry of a lost one)."""
+        return cls(action=RETRY, workflow_id=workflow_id, work_id=work_id, job_key=job_key, attempt=attempt,
+                   reason=reason, failed=True)
 
     def encode(self, secret: bytes) -> bytes:
         return encode(Envelope(kind="control", body=json.dumps(asdict(self)).encode(),

@@ -467,23 +467,38 @@ class Work(WorkCompat):
             future.add_done_callback(functools.partial(self._on_dispatch_done, job))
 
     def _on_control(self, control: Control) -> None:
-        """The server asks for a lost job to run again: resubmit it with the attempt number it gives."""
+        """The server asks for a job to run again with the attempt number it gives: a lost job, or (``failed``)
+        a failed one a user retries; a retry this driver cannot honour is reported as a ``retry_refused`` event."""
         if control.action != RETRY:
             logger.debug("work %s ignores control %s", self.name, control.action)
             return
         key = control.job_key or ""
         calls, route = self._prepared, self._route
+        refused = None
         if calls is None or route is None or self.status == CANCELLED:
-            return
+            refused = f"work {self.name} was cancelled" if self.status == CANCELLED else "the work was not dispatched"
         with self._lock:
-            if self._args_of is None:
+            if self._args_of is None and calls is not None:
                 self._args_of = dict(calls.args)
-            args_bytes = self._args_of.get(key)
-            if args_bytes is None or self.async_result.has_outcome(key):
-                return
-            if control.attempt <= self._attempts.get(key, 1):
-                return
-            self._attempts[key] = control.attempt
+            args_bytes = (self._args_of or {}).get(key)
+            if refused is None and args_bytes is None:
+                refused = f"work {self.name} has no job {key}"
+            if refused is None and control.attempt <= self._attempts.get(key, 1):
+                refused = f"attempt {control.attempt} of job {key} was already sent"
+            if refused is None:
+                if control.failed:
+                    refused = self.async_result.reopen(key, control.attempt)
+                elif self.async_result.has_outcome(key):
+                    return  # a lost job's result came after all: nothing to run again
+            if refused is None:
+                self._attempts[key] = control.attempt
+        if refused is not None:
+            if control.failed:
+                logger.warning("retry of job %s of work %s refused: %s", key, self.name, refused)
+                self.runtime.emit(Event("retry_refused", self.workflow_id, self.internal_id, key, control.attempt,
+                                        data={"reason": refused}))
+            return
+        assert calls is not None and route is not None and args_bytes is not None
         retry = self._new_job(calls, route, key, args_bytes, control.attempt)
         logger.warning("retrying job %s of work %s (attempt %d): %s", key, self.name, control.attempt, control.reason)
         self._dispatch(self.runtime.executor(self.executor_name), [retry])
