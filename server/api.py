@@ -26,8 +26,10 @@ from . import queries, states
 from .artifacts import SqlAlchemyConnector, artifact_router
 from .auth import OriginGuard, OriginPolicy, TokenPolicy
 from .db import Database
+from .recorder import log_event, write_lines
 from .models import (
     CANCELLED,
+    FAILED,
     JOB_TERMINAL,
     QUEUED,
     RETRYING,
@@ -43,6 +45,7 @@ from .models import (
 from .schemas import (
     CancelResult,
     Dag,
+    RetryResult,
     Durations,
     JobLog,
     JobOut,
@@ -174,6 +177,25 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @api.post("/workflows/{ref}/cancel", dependencies=write, response_model=CancelResult)
     def cancel_workflow(ref: str):
         return _cancel(ctx, ref)
+
+    @api.post("/workflows/{ref}/retry-failed", dependencies=write, response_model=RetryResult,
+              responses={409: {"description": "no failed job could be retried (the reasons are given)"}})
+    def retry_failed_workflow(ref: str):
+        """Run the failed jobs of the workflow's running works again (their drivers resubmit them)."""
+        with ctx.db.session() as s:
+            wf = queries.resolve_workflow(s, ref)
+            works = [w.id for w in s.scalars(select(WorkRecord).where(WorkRecord.workflow_id == wf.id)).all()]
+            workflow_id = wf.id
+        return _retry_failed(ctx, workflow_id, works)
+
+    @api.post("/works/{ref}/retry-failed", dependencies=write, response_model=RetryResult,
+              responses={409: {"description": "no failed job could be retried (the reasons are given)"}})
+    def retry_failed_work(ref: str):
+        """Run the work's failed jobs again, while its driver still waits for it."""
+        with ctx.db.session() as s:
+            work = queries.resolve_work(s, ref)
+            workflow_id, works = work.workflow_id or "", [work.id]
+        return _retry_failed(ctx, workflow_id, works)
 
     @api.get("/workflows/{ref}/durations", dependencies=read, response_model=list[Durations])
     def get_durations(ref: str, bins: int = Query(20, ge=1, le=200)):
@@ -310,6 +332,56 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(OriginGuard, policy=ctx.origins)
     app.state.origins = ctx.origins
     return app
+
+
+def _retry_failed(ctx: ApiContext, workflow_id: str, work_ids: list[str]) -> RetryResult:
+    """Send a user retry for each failed job of these works and record it (queued again, next attempt).
+
+    Only a work still running can take it: its driver holds the failure and has not handed the results out.
+    A work that ended, or a driver that finds the job can no longer be retried, says why (409 / retry_refused)."""
+    now = time.time()
+    sends: list[tuple[str, bytes]] = []
+    refused: list[dict[str, str]] = []
+    with ctx.db.session() as s, s.begin():
+        for work in s.scalars(select(WorkRecord).where(WorkRecord.id.in_(work_ids))
+                              .order_by(WorkRecord.submitted_at, WorkRecord.id)).all():
+            name = work.name or work.id
+            failed = s.scalars(select(JobRecord).where(JobRecord.work_id == work.id, JobRecord.status == FAILED)
+                               .order_by(JobRecord.id)).all()
+            if not failed:
+                continue
+            if work.status in WORK_TERMINAL:
+                refused.append({"work_id": work.id, "reason": (
+                    f"work {name} has ended ({work.status}): its driver handed its results out; "
+                    "resubmit the workflow to run the failed jobs again")})
+                continue
+            if not work.reply_to:
+                refused.append({"work_id": work.id, "reason": f"work {name}: its driver's results queue is unknown"})
+                continue
+            for job in failed:
+                attempt = job.attempt + 1
+                control = Control.retry_failed(job.workflow_id, work.id, job.job_key, attempt)
+                sends.append((results_destination(work.id, work.reply_to), control.encode(ctx.secret)))
+                log_event(s, "job_retry", work.id, job.job_key, attempt, now, workflow_id=job.workflow_id,
+                          worker=job.worker, message=f"retry of the failed attempt {job.attempt} asked through the "
+                                                     f"server ({job.error or 'failed'})")
+                job.status = QUEUED
+                job.attempt = attempt
+                job.requeued = True
+                job.last_seen = now
+                job.finished_at = None
+                job.updated_at = now
+        write_lines(s)
+        if sends:
+            states.refresh(s, work_ids, now=now)
+    if not sends and refused:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="; ".join(r["reason"] for r in refused))
+    if not sends:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="no failed job to retry")
+    for destination, message in sends:
+        ctx.bus.publish(destination, message)
+    logger.warning("retry of %d failed job(s) of workflow %s sent", len(sends), workflow_id)
+    return RetryResult(workflow_id=workflow_id, jobs_retried=len(sends), refused=refused)
 
 
 def _cancel(ctx: ApiContext, ref: str) -> CancelResult:

@@ -433,6 +433,21 @@ def _job_ended(session: Session, event: Event, now: float) -> None:
     job.updated_at = now
 
 
+def _retry_refused(session: Session, event: Event, now: float) -> None:
+    """The driver could not take a user's retry of a failed job: the job is failed again, saying why."""
+    job = _job_for(session, event, now)
+    if job is None or job.status in JOB_TERMINAL or job.attempt != event.attempt:
+        return
+    _touch(session, job.work_id, job.workflow_id)
+    job.status = FAILED
+    job.attempt = max(1, event.attempt - 1)
+    job.requeued = False
+    job.finished_at = event.ts
+    reason = str((event.data or {}).get("reason") or "refused by its driver")
+    job.error = _clip(f"{job.error or 'job failed'} (retry refused: {reason})")
+    job.updated_at = now
+
+
 _HANDLERS = {
     "workflow_started": _workflow_started,
     "workflow_finished": _workflow_finished,
@@ -441,6 +456,7 @@ _HANDLERS = {
     "job_started": _job_started,
     "job_finished": _job_ended,
     "job_failed": _job_ended,
+    "retry_refused": _retry_refused,
 }
 
 

@@ -122,6 +122,19 @@ class CancelResult(BaseModel):
     jobs_cancelled: int
 
 
+class RetryRefusal(BaseModel):
+    work_id: str
+    reason: str
+
+
+class RetryResult(BaseModel):
+    """What a retry of failed jobs did: jobs sent again (each with its next attempt), and works that could not."""
+
+    workflow_id: str
+    jobs_retried: int
+    refused: list[RetryRefusal] = []
+
+
 class SourceStored(BaseModel):
     digest: str
     size: int

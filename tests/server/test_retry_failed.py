@@ -1,0 +1,117 @@
+"""Retry of failed jobs through the server: the driver runs them again while their work is still running and its
+caller gets the new result; a work that ended, or a job that succeeded, is refused with the reason."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from cluster import Cluster
+from waiting import wait_until
+
+import iworkflow
+
+TOKEN_HEADER = "Authorization"
+
+
+def _flaky_work(marker: Path, gate: Path):
+    """Call 0 fails the first time (it leaves ``marker``) and succeeds after; call 1 waits for ``gate``, so the
+    work is still running when call 0 has failed."""
+    marker_file, gate_file = str(marker), str(gate)
+
+    @iworkflow.work(map_results=True)
+    def flaky(i):
+        import os as _os
+        import time as _time
+
+        if i == 0:
+            if not _os.path.exists(marker_file):
+                open(marker_file, "w").close()
+                raise RuntimeError("first attempt fails")
+            return "second attempt ok"
+        while not _os.path.exists(gate_file):
+            _time.sleep(0.05)
+        return "waited"
+
+    return flaky
+
+
+def _drive(flaky, outcome: dict) -> threading.Thread:
+    @iworkflow.workflow(local=True, name="retry-failed")
+    def driver():
+        outcome["id"] = iworkflow.current_workflow().internal_id
+        return flaky(multi_jobs_kwargs_list=[{"i": 0}, {"i": 1}])
+
+    def run():
+        try:
+            outcome["value"] = driver()
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(180)
+def test_retry_failed_through_the_api_reruns_the_failed_job_and_the_driver_gets_the_success(tmp_path):
+    cluster = Cluster(tmp_path)
+    marker, gate = tmp_path / "failed-once", tmp_path / "gate"
+    outcome: dict = {}
+    try:
+        cluster.start_server()
+        cluster.start_worker("worker", "--slots", "2")
+        cluster.configure_driver(result_timeout=120)
+        thread = _drive(_flaky_work(marker, gate), outcome)
+        failed = wait_until(lambda: cluster.get("/jobs", status="failed"), lambda js: len(js) == 1, 60,
+                            "call 0 failed")[0]
+        assert failed["attempt"] == 1 and "first attempt fails" in failed["error"]
+        r = httpx.post(f"{cluster.url}/api/works/{failed['work_id'][:8]}/retry-failed", timeout=10)
+        assert r.status_code == 401, "a retry needs the token"
+        answer = cluster.post(f"/works/{failed['work_id'][:8]}/retry-failed")
+        assert answer["jobs_retried"] == 1 and answer["refused"] == []
+        job = wait_until(lambda: cluster.get(f"/jobs/{failed['id']}"), lambda j: j["status"] == "finished", 60,
+                         "the retried call finished")
+        assert job["attempt"] == 2 and job["error"] is None
+        gate.touch()
+        thread.join(90)
+        assert "error" not in outcome, outcome.get("error")
+        results = outcome["value"]
+        assert results.get_result(args={"i": 0}) == "second attempt ok"
+        assert results.get_result(args={"i": 1}) == "waited" and not results.get_failures()
+        wf = wait_until(lambda: cluster.get(f"/workflows/{outcome['id']}"), lambda w: w["status"] == "finished", 30,
+                        "the workflow finished")
+        assert wf["status"] == "finished"
+    finally:
+        gate.touch()
+        iworkflow.shutdown()
+        cluster.stop()
+
+
+def test_retry_failed_of_an_ended_work_is_refused_with_the_reason(runtime, server):
+    from test_api import auth, run_failing_workflow, wait_for
+
+    wf_id = run_failing_workflow()
+    c = httpx.Client(base_url=server.url, timeout=10)
+    wait_for(lambda: c.get(f"/api/workflows/{wf_id}").json(), lambda w: w.get("status") in ("failed", "subfinished"))
+    server.flush()
+    r = c.post(f"/api/workflows/{wf_id}/retry-failed", headers=auth(server))
+    assert r.status_code == 409 and "has ended" in r.json()["detail"] and "resubmit" in r.json()["detail"]
+    jobs = c.get("/api/jobs", params={"workflow_id": wf_id, "status": "failed"}).json()
+    assert len(jobs) == 1 and jobs[0]["attempt"] == 1
+
+
+def test_retry_failed_of_a_work_without_failures_does_nothing(runtime, server):
+    from test_api import auth, run_failing_workflow, wait_for
+
+    wf_id = run_failing_workflow()
+    c = httpx.Client(base_url=server.url, timeout=10)
+    works = wait_for(lambda: c.get("/api/works", params={"workflow_id": wf_id}).json(), lambda ws: len(ws) == 2)
+    server.flush()
+    ok = next(w for w in works if w["name"] == "prepare")
+    r = c.post(f"/api/works/{ok['id']}/retry-failed", headers=auth(server))
+    assert r.status_code == 409 and r.json()["detail"] == "no failed job to retry"
+    jobs = c.get("/api/jobs", params={"work_id": ok["id"]}).json()
+    assert [(j["status"], j["attempt"]) for j in jobs] == [("finished", 1)]
