@@ -1,4 +1,4 @@
-"""``iworkflow status|logs|cancel``: read and steer workflows through the server's REST API."""
+"""``iworkflow status|logs|cancel|retry``: read and steer workflows through the server's REST API."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,13 +24,16 @@ class Client:
             typer.echo("error: no server URL: pass --server http://host:8765 or set IWORKFLOW_SERVER_URL", err=True)
             raise typer.Exit(2)
 
-    def call(self, method: str, path: str) -> Any:
+    def call(self, method: str, path: str, missing: tuple[int, ...] = ()) -> Any:
+        """The JSON answer; None for an HTTP status in ``missing``; any other error ends the command with its line."""
         from iworkflow.source_http import ServerError, request
 
         try:
             body = b"" if method == "POST" else None
             return request(method, f"{self.url}/api{path}", self.token, body=body).json()
         except ServerError as err:
+            if err.status in missing:
+                return None
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
 
@@ -175,3 +178,20 @@ def cancel(
     """Cancel a workflow: its unfinished jobs end as cancelled and workers are told to stop them."""
     out = Client(server).call("POST", f"/workflows/{quote(workflow_id, safe='')}/cancel")
     typer.echo(f"workflow {out['workflow_id']} {out['status']}: {out['jobs_cancelled']} unfinished jobs cancelled")
+
+
+def retry(
+    ref: str = typer.Argument(..., help="workflow or work id (or a unique prefix)"),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+) -> None:
+    """Run the failed jobs of a workflow's (or one work's) running works again; their drivers resubmit them.
+
+    A work that ended was handed to its caller already: the server refuses it and says so."""
+    client = Client(server)
+    path = quote(ref, safe="")
+    out = client.call("POST", f"/workflows/{path}/retry-failed", missing=(404,))
+    if out is None:
+        out = client.call("POST", f"/works/{path}/retry-failed")
+    typer.echo(f"workflow {out['workflow_id']}: {out['jobs_retried']} failed job(s) sent again")
+    for refusal in out["refused"]:
+        typer.echo(f"not retried: {refusal['reason']}", err=True)

@@ -75,6 +75,8 @@ def test_retry_failed_through_the_api_reruns_the_failed_job_and_the_driver_gets_
         job = wait_until(lambda: cluster.get(f"/jobs/{failed['id']}"), lambda j: j["status"] == "finished", 60,
                          "the retried call finished")
         assert job["attempt"] == 2 and job["error"] is None
+        history = [(e["type"], e["attempt"]) for e in cluster.get(f"/jobs/{failed['id']}/log")["events"]]
+        assert history.index(("job_failed", 1)) < history.index(("job_retry", 2)) < history.index(("job_finished", 2))
         gate.touch()
         thread.join(90)
         assert "error" not in outcome, outcome.get("error")
@@ -115,3 +117,37 @@ def test_retry_failed_of_a_work_without_failures_does_nothing(runtime, server):
     assert r.status_code == 409 and r.json()["detail"] == "no failed job to retry"
     jobs = c.get("/api/jobs", params={"work_id": ok["id"]}).json()
     assert [(j["status"], j["attempt"]) for j in jobs] == [("finished", 1)]
+
+
+def test_retry_via_cli_with_a_short_work_id_reruns_the_failed_job(runtime, server, tmp_path):
+    from test_cli import cli
+
+    marker, gate = tmp_path / "failed-once", tmp_path / "gate"
+    outcome: dict = {}
+    thread = _drive(_flaky_work(marker, gate), outcome)
+    try:
+        c = httpx.Client(base_url=server.url, timeout=10)
+        failed = wait_until(lambda: c.get("/api/jobs", params={"status": "failed"}).json(), lambda js: len(js) == 1,
+                            30, "call 0 failed")[0]
+        out = cli("retry", failed["work_id"][:8], "--server", server.url, token=server.token).stdout
+        assert out == f"workflow {outcome['id']}: 1 failed job(s) sent again\n"
+        wait_until(lambda: c.get(f"/api/jobs/{failed['id']}").json(), lambda j: j["status"] == "finished", 30,
+                   "the retried call finished")
+        gate.touch()
+        thread.join(60)
+        assert outcome["value"].get_result(args={"i": 0}) == "second attempt ok"
+    finally:
+        gate.touch()
+        thread.join(60)
+
+
+def test_retry_via_cli_of_an_ended_workflow_says_why(runtime, server):
+    from test_api import run_failing_workflow, wait_for
+    from test_cli import cli
+
+    wf_id = run_failing_workflow()
+    wait_for(lambda: httpx.get(f"{server.url}/api/workflows/{wf_id}").json(),
+             lambda w: w.get("status") in ("failed", "subfinished"))
+    server.flush()
+    proc = cli("retry", wf_id[:8], "--server", server.url, token=server.token, check=False)
+    assert proc.returncode == 1 and "HTTP 409" in proc.stderr and "has ended" in proc.stderr
