@@ -1,5 +1,5 @@
 // iworkflow dashboard: routing, the workflow list (nested workflows under their parent), a workflow's page
-// (DAG, jobs, timeline tabs; cancel), and the refresh loop. Pages live in dag.js, jobs.js, timeline.js,
+// (DAG, jobs, timeline tabs; cancel, retry failed), and the refresh loop. Pages live in dag.js, jobs.js, timeline.js,
 // workers.js and joblog.js.
 "use strict";
 
@@ -107,8 +107,9 @@ class WorkflowPage {
     const tabs = ["dag", "jobs", "timeline"].map(t => el("a", { class: "tab" + (t === this.tab ? " active" : ""), "data-tab": t,
       href: `#/workflow/${wf.id}/${t}`, text: t === "dag" ? "DAG" : t[0].toUpperCase() + t.slice(1) }));
     // one actions element for the page's life: a half-done confirm survives the refreshes
-    if (!this.actions) this.actions = el("span", { class: "actions" }, this.cancelButton(wf));
+    if (!this.actions) this.actions = el("span", { class: "actions" }, this.cancelButton(wf), this.retryButton(wf));
     this.actions.hidden = ["finished", "failed", "subfinished", "cancelled"].includes(wf.status) && !this.actionDone;
+    this.retryBtn.hidden = !(wf.counts.failed > 0);
     fill(this.head,
       el("h1", { text: wf.name || wf.id }), badge(wf.status), this.actions,
       dag.parent ? el("p", { class: "hint" }, "nested in ", el("a", { href: `#/workflow/${dag.parent.id}`, text: dag.parent.name || dag.parent.id })) : null,
@@ -130,6 +131,22 @@ class WorkflowPage {
     } });
     const button = el("button", { class: "cancel-btn", text: "Cancel workflow", onclick: () => { button.hidden = true; confirm.hidden = false; } });
     return el("span", {}, button, confirm, msg);
+  }
+
+  // Failed jobs of the works still running go to their drivers again; a work that ended is refused with the reason.
+  retryButton(wf) {
+    const msg = el("span", { class: "retry-msg" });
+    const button = this.retryBtn = el("button", { class: "retry-btn", text: "Retry failed jobs", onclick: async () => {
+      button.disabled = true;
+      try {
+        const r = await apiPost(`/workflows/${encodeURIComponent(wf.id)}/retry-failed`);
+        msg.textContent = `retry sent: ${r.jobs_retried} failed jobs` +
+          (r.refused.length ? "; not retried: " + r.refused.map(x => x.reason).join("; ") : "");
+      } catch (e) { msg.textContent = "retry refused: " + e.message; }
+      button.disabled = false;
+      refresh();
+    } });
+    return el("span", {}, button, msg);
   }
 
   buildTab() {

@@ -40,3 +40,13 @@ def test_which_hosts_a_server_answers_follows_where_it_listens():
     assert OriginPolicy.for_bind("127.0.0.1", ("iwf.lab.org",)).host_allowed("iwf.lab.org")
     assert OriginPolicy.for_bind("0.0.0.0").host_allowed("anything.example")
     assert not OriginPolicy.for_bind("0.0.0.0", ("iwf.lab.org",)).host_allowed("anything.example")
+
+
+def test_a_cross_site_page_cannot_retry_failed_jobs_on_a_tokenless_server(make_server):
+    server = make_server(token="")
+    c = httpx.Client(base_url=server.url, timeout=10)
+    for path in ("/api/workflows/0000/retry-failed", "/api/works/0000/retry-failed"):
+        r = c.post(path, headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"]
+        assert c.post(path, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert c.post(path, headers={"Origin": f"http://{urlsplit(server.url).netloc}"}).status_code == 404

@@ -151,3 +151,36 @@ def test_retry_via_cli_of_an_ended_workflow_says_why(runtime, server):
     server.flush()
     proc = cli("retry", wf_id[:8], "--server", server.url, token=server.token, check=False)
     assert proc.returncode == 1 and "HTTP 409" in proc.stderr and "has ended" in proc.stderr
+
+
+@pytest.mark.browser
+def test_retry_failed_button_asks_for_the_token_then_reruns_the_failed_job(runtime, server, page, tmp_path):
+    wait = 20_000
+    marker, gate = tmp_path / "failed-once", tmp_path / "gate"
+    outcome: dict = {}
+    thread = _drive(_flaky_work(marker, gate), outcome)
+    try:
+        c = httpx.Client(base_url=server.url, timeout=10)
+        failed = wait_until(lambda: c.get("/api/jobs", params={"status": "failed"}).json(), lambda js: len(js) == 1,
+                            30, "call 0 failed")[0]
+        page.goto(f"{server.url}/#/workflow/{outcome['id']}")
+        page.locator("button.retry-btn").click()
+        page.locator("#auth").wait_for(state="visible", timeout=wait)
+        assert "bearer token" in page.locator("#auth-reason").inner_text()
+        assert c.get(f"/api/jobs/{failed['id']}").json()["status"] == "failed", "no retry without the token"
+        page.locator("#auth-token").fill(server.token)
+        page.locator("#auth-form button[type=submit]").click()
+        page.locator("button.retry-btn").click()
+        page.wait_for_function("document.querySelector('.retry-msg').textContent.includes('retry sent: 1 failed jobs')",
+                               timeout=wait)
+        job = wait_until(lambda: c.get(f"/api/jobs/{failed['id']}").json(), lambda j: j["status"] == "finished", 30,
+                         "the retried call finished")
+        assert job["attempt"] == 2
+        page.locator("button.retry-btn").wait_for(state="hidden", timeout=wait)
+        gate.touch()
+        thread.join(60)
+        assert outcome["value"].get_result(args={"i": 0}) == "second attempt ok"
+        page.locator("#wf-head .badge[data-status='finished']").wait_for(timeout=wait)
+    finally:
+        gate.touch()
+        thread.join(60)
