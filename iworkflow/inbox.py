@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 Route = Callable[[Envelope, "Delivery"], None]
 Wake = Callable[[], None]
+#: told of a control message for a work no longer routed here (its sender waits for an answer)
+Unrouted = Callable[[Envelope], None]
 
 
 class _Member(Delivery):
@@ -43,8 +45,9 @@ class _Member(Delivery):
 class Inbox:
     """Consumes ``results.driver-<id>`` from the first registered work on; routes by the header's work id."""
 
-    def __init__(self, bus: "Bus", secret: bytes, driver_id: str | None = None):
+    def __init__(self, bus: "Bus", secret: bytes, driver_id: str | None = None, unrouted: Unrouted | None = None):
         self.bus = bus
+        self._unrouted = unrouted
         self.secret = secret
         self.destination = inbox_destination(driver_id or uuid.uuid4().hex[:16])
         self._routes: dict[str, Route] = {}
@@ -107,7 +110,12 @@ class Inbox:
     def _route(self, env: Envelope, delivery: "Delivery") -> None:
         route = self._routes.get(env.work_id or "")
         if route is None:
-            logger.debug("result of job %s for finished or unknown work %s dropped", env.job_key, env.work_id)
+            logger.debug("%s of job %s for finished or unknown work %s dropped", env.kind, env.job_key, env.work_id)
+            if env.kind == "control" and self._unrouted is not None:
+                try:
+                    self._unrouted(env)
+                except Exception:  # noqa: BLE001 - an answer that cannot go out must not stop the inbox
+                    logger.exception("could not answer a control for work %s", env.work_id)
             delivery.ack()
             return
         route(env, delivery)

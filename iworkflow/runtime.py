@@ -56,8 +56,20 @@ class Runtime:
                 if self._inbox is None:
                     from .inbox import Inbox
 
-                    self._inbox = Inbox(self.bus, self.secret)
+                    self._inbox = Inbox(self.bus, self.secret, unrouted=self._unrouted_control)
         return self._inbox
+
+    def _unrouted_control(self, env) -> None:
+        """A user's retry for a work this driver no longer routes (it ended here): say so, never nothing."""
+        from .messages import Control, Event
+
+        control = Control.from_envelope(env)
+        if control.failed:
+            reason = ("its work had ended in the driver (every result in and handed to the caller); "
+                      "resubmit the workflow to run failed jobs again")
+            logger.warning("retry of job %s of work %s refused: %s", control.job_key, control.work_id, reason)
+            self.emit(Event("retry_refused", control.workflow_id, control.work_id, control.job_key, control.attempt,
+                            data={"reason": reason}))
 
     @property
     def blobs(self):

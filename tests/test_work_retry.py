@@ -140,10 +140,10 @@ def test_a_retry_of_a_failed_job_after_its_work_ended_is_refused_with_the_reason
         assert w.async_result.wait(timeout=60)
         wait_until(lambda: [e for e in d.events if e.type == "work_finished"], what="the work's end")
         before = w.async_result.outcomes[key]
-        w.async_result.subscribe()  # still routed here, so the control reaches the work (as for a late one)
-        d.retry_failed(key, 2)
+        d.retry_failed(key, 2)  # the work is no longer routed: the driver's inbox answers for it
         refused = wait_until(d.refusals, what="the refusal")
-        assert "ended" in refused[0].data["reason"]
+        assert "ended" in refused[0].data["reason"] and (refused[0].job_key, refused[0].attempt) == (key, 2)
+        assert "ended" in w.async_result.reopen(key, 2), "a work whose results are all in keeps them"
         assert w.async_result.outcomes[key] is before and len(d.sent) == 1
     finally:
         iworkflow.shutdown()

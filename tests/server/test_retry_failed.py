@@ -184,3 +184,34 @@ def test_retry_failed_button_asks_for_the_token_then_reruns_the_failed_job(runti
     finally:
         gate.touch()
         thread.join(60)
+
+
+def test_a_retry_the_driver_refuses_shows_the_job_failed_again_with_the_reason(runtime, server):
+    """The server still records the work as running (a job still queued) when its driver no longer routes it (a
+    driver that ended it, the race of a late work_finished): the driver's inbox answers the retry with retry_refused, and the job reads failed, saying why."""
+    from test_api import auth, run_failing_workflow
+
+    from iworkflow.messages import EVENTS_TOPIC, Event, encode_event
+
+    run_failing_workflow()  # this driver's inbox is consuming, as while any of its works runs
+
+    def emit(event: Event) -> None:
+        runtime.bus.broadcast(EVENTS_TOPIC, encode_event(event, runtime.secret))
+
+    wf_id, work_id, key = "wf-refused-0001", "work-refused-0001", "job-0"
+    emit(Event("workflow_started", wf_id, data={"name": "refused"}))
+    emit(Event("work_submitted", wf_id, work_id, data={"name": "gone", "executor": "thread", "queue": "default",
+                                                       "jobs": [{"key": key, "args": {}}, {"key": "job-1", "args": {}}],
+                                                       "parents": [],
+                                                       "reply_to": runtime.inbox.destination}))
+    emit(Event("job_failed", wf_id, work_id, key, 1, data={"error": "RuntimeError: boom", "worker": "w1"}))
+    server.flush()
+    c = httpx.Client(base_url=server.url, timeout=10)
+    r = c.post(f"/api/works/{work_id}/retry-failed", headers=auth(server))
+    assert r.status_code == 200 and r.json()["jobs_retried"] == 1
+    job = wait_until(lambda: c.get("/api/jobs", params={"work_id": work_id, "q": key}).json()[0],
+                     lambda j: j["status"] == "failed", 30, "the refusal recorded")
+    assert job["attempt"] == 1 and "retry refused: its work had ended in the driver" in job["error"]
+    assert "RuntimeError: boom" in job["error"]
+    history = [e["type"] for e in c.get(f"/api/jobs/{job['id']}/log").json()["events"]]
+    assert history[-3:] == ["job_failed", "job_retry", "retry_refused"], history
