@@ -75,6 +75,8 @@ class ApiContext:
     max_source_bytes: int = 200 * 2**20
     #: the states of the server's consumers (the recorder's events queue), for /api/health
     consumers: Callable[[], dict[str, str]] = dict
+    #: how long a job retried by a user may wait for its driver to send it again before the monitor steps in
+    retry_wait: float = 60.0
     #: the Host names answered and the check of cross-site writes
     origins: OriginPolicy = field(default_factory=lambda: OriginPolicy(frozenset({"localhost", "127.0.0.1", "::1",
                                                                                    "testserver"})))
@@ -335,7 +337,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 def _retry_failed(ctx: ApiContext, workflow_id: str, work_ids: list[str]) -> RetryResult:
-    """Send a user retry for each failed job of these works and record it (queued again, next attempt).
+    """Send a user retry for each failed job of these works and record it (retrying, with its next attempt).
 
     Only a work still running can take it: its driver holds the failure and has not handed the results out.
     A work that ended, or a driver that finds the job can no longer be retried, says why (409 / retry_refused)."""
@@ -365,7 +367,8 @@ def _retry_failed(ctx: ApiContext, workflow_id: str, work_ids: list[str]) -> Ret
                 log_event(s, "job_retry", work.id, job.job_key, attempt, now, workflow_id=job.workflow_id,
                           worker=job.worker, message=f"retry of the failed attempt {job.attempt} asked through the "
                                                      f"server ({job.error or 'failed'})")
-                job.status = QUEUED
+                job.status = RETRYING  # until the new attempt starts; the monitor resends it if it never does
+                job.retry_at = now + ctx.retry_wait
                 job.attempt = attempt
                 job.requeued = True
                 job.last_seen = now

@@ -58,6 +58,7 @@ class Server:
             db=self.db, bus=bus, secret=secret, store=self.store,
             policy=TokenPolicy(settings.token, self.options.read_token_required),
             max_source_bytes=int(settings.max_source_mb * 2**20), consumers=self.recorder.consumers,
+            retry_wait=settings.heartbeat_timeout,
             origins=OriginPolicy.for_bind(self.options.host, self.options.allowed_hosts)))
         self._uvicorn = None
         self._thread: threading.Thread | None = None

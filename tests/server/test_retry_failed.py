@@ -215,3 +215,32 @@ def test_a_retry_the_driver_refuses_shows_the_job_failed_again_with_the_reason(r
     assert "RuntimeError: boom" in job["error"]
     history = [e["type"] for e in c.get(f"/api/jobs/{job['id']}/log").json()["events"]]
     assert history[-3:] == ["job_failed", "job_retry", "retry_refused"], history
+
+
+def test_a_retried_job_reads_retrying_with_its_next_attempt_until_that_starts(runtime, server):
+    from test_api import auth
+
+    from iworkflow.messages import EVENTS_TOPIC, Event, encode_event
+
+    def emit(event: Event) -> None:
+        runtime.bus.broadcast(EVENTS_TOPIC, encode_event(event, runtime.secret))
+
+    wf_id, work_id = "wf-retrying-0001", "work-retrying-0001"
+    emit(Event("workflow_started", wf_id, data={"name": "retrying"}))
+    emit(Event("work_submitted", wf_id, work_id, data={
+        "name": "slow", "executor": "thread", "queue": "default", "parents": [],
+        "jobs": [{"key": "job-0", "args": {}}, {"key": "job-1", "args": {}}], "reply_to": "results.driver-idle"}))
+    emit(Event("job_failed", wf_id, work_id, "job-0", 1, data={"error": "RuntimeError: boom", "worker": "w1"}))
+    server.flush()
+    c = httpx.Client(base_url=server.url, timeout=10)
+    assert c.post(f"/api/workflows/{wf_id}/retry-failed", headers=auth(server)).json()["jobs_retried"] == 1
+    job = c.get("/api/jobs", params={"work_id": work_id, "q": "job-0"}).json()[0]
+    assert (job["status"], job["attempt"]) == ("retrying", 2)
+    emit(Event("job_started", wf_id, work_id, "job-0", 2, data={"worker": "w2"}))
+    job = wait_until(lambda: c.get(f"/api/jobs/{job['id']}").json(), lambda j: j["status"] != "retrying", 30,
+                     "the new attempt's start recorded")
+    assert (job["status"], job["attempt"], job["worker"]) == ("running", 2, "w2")
+    emit(Event("job_finished", wf_id, work_id, "job-0", 2, data={"worker": "w2"}))
+    job = wait_until(lambda: c.get(f"/api/jobs/{job['id']}").json(), lambda j: j["status"] != "running", 30,
+                     "the new attempt's end recorded")
+    assert (job["status"], job["attempt"], job["error"]) == ("finished", 2, None)
