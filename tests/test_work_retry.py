@@ -65,7 +65,8 @@ class _Driver:
         self.events: list[Event] = []
         self.work = work(return_work=True)(double)(multi_jobs_kwargs_list=[{"x": i} for i in range(1, fanout + 1)])
         self.runtime.bus.consume(jobs_destination(self.work.queue), self._take, prefetch=0)
-        self.runtime.bus.subscribe(EVENTS_TOPIC, lambda d: self.events.extend(decode_events(d.body, self.runtime.secret)))
+        self.runtime.bus.subscribe(EVENTS_TOPIC,
+                                   lambda d: self.events.extend(decode_events(d.body, self.runtime.secret)))
         self.work.submit()
         wait_until(lambda: len(self.sent), lambda n: n == fanout, what="the first dispatch")
 

@@ -110,7 +110,8 @@ def test_openapi_schema_is_published(server):
     schema = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     paths = schema["paths"]
     for path in ("/api/workflows", "/api/workflows/{ref}", "/api/workflows/{ref}/dag", "/api/workflows/{ref}/cancel",
-                 "/api/workflows/{ref}/retry-failed", "/api/works/{ref}/retry-failed", "/api/works", "/api/jobs", "/api/jobs/{ref}/log", "/api/sources/{digest}"):
+                 "/api/workflows/{ref}/retry-failed", "/api/works/{ref}/retry-failed", "/api/works", "/api/jobs",
+                 "/api/jobs/{ref}/log", "/api/sources/{digest}"):
         assert path in paths, path
     assert {"get", "put", "post", "head"} <= set(paths["/api/sources/{digest}"])
     assert "Dag" in schema["components"]["schemas"]

@@ -12,8 +12,6 @@ from waiting import wait_until
 
 import iworkflow
 
-TOKEN_HEADER = "Authorization"
-
 
 def _flaky_work(marker: Path, gate: Path):
     """Call 0 fails the first time (it leaves ``marker``) and succeeds after; call 1 waits for ``gate``, so the
@@ -188,7 +186,8 @@ def test_retry_failed_button_asks_for_the_token_then_reruns_the_failed_job(runti
 
 def test_a_retry_the_driver_refuses_shows_the_job_failed_again_with_the_reason(runtime, server):
     """The server still records the work as running (a job still queued) when its driver no longer routes it (a
-    driver that ended it, the race of a late work_finished): the driver's inbox answers the retry with retry_refused, and the job reads failed, saying why."""
+    driver that ended it, the race of a late work_finished): the driver's inbox answers the retry with
+    retry_refused, and the job reads failed, saying why."""
     from test_api import auth, run_failing_workflow
 
     from iworkflow.messages import EVENTS_TOPIC, Event, encode_event
