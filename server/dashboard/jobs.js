@@ -80,7 +80,9 @@ class JobTable {
   }
 
   async load() {
+    const seq = this.seq = (this.seq || 0) + 1;
     const { items, total } = await apiPage(this.query());
+    if (seq !== this.seq) return;  // a later load (another filter, sort or page) was asked for: this answer is stale
     this.total = total;
     this.body.replaceChildren(...items.map(job => this.row(job)));
     const fresh = items.map(j => j.worker).filter(w => w && !this.seen.has(w));

@@ -177,6 +177,9 @@ def test_jobs_table_filters_by_status_worker_and_text_sorts_and_pages(server, pa
     page.locator("input.f-worker").fill("node-b:4102")
     page.locator("input.f-worker").press("Enter")
     wait_text(page, ".pager .page-info", f"of {seeded.jobs_by_worker['node-b:4102']}")
+    # the pager and the rows are drawn from one response: wait for the rows, then check every one
+    page.wait_for_function("w => [...document.querySelectorAll('table.jobs tr.job td:nth-child(7)')]"
+                           ".every(td => td.textContent === w)", arg="node-b:4102", timeout=WAIT)
     assert set(page.locator("table.jobs tr.job td:nth-child(7)").all_inner_texts()) == {"node-b:4102"}
     page.locator("input.f-worker").fill("")
     page.locator("input.f-worker").press("Enter")
