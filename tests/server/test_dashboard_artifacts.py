@@ -12,23 +12,7 @@ import iworkflow
 from iworkflow import artifacts
 
 pytestmark = pytest.mark.browser
-CHROMIUM = os.environ.get("IWORKFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(os.environ.get("IWORKFLOW_SCREENSHOTS", Path(tempfile.gettempdir()) / "iworkflow-screenshots"))
-
-
-@pytest.fixture
-def page():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the 'dev' extra)")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: run .ci/chromium.sh (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-        finally:
-            browser.close()
 
 
 def run_training(runtime, server) -> dict:
